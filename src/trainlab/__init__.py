@@ -1,0 +1,1 @@
+"""trainlab: a Lightning + Hydra template for choosing lr, batch size and optimizer."""

@@ -1,0 +1,1 @@
+"""LightningDataModules: each owns its data, its split and its batching."""

@@ -1,0 +1,1 @@
+"""LightningModules (loss, metrics, optimizer wiring) and the plain networks they train."""

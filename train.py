@@ -1,0 +1,24 @@
+"""Train one model: `python train.py optimizer=adam lr=0.001`. See `python train.py --help`.
+
+The pipeline lives in src/trainlab/run.py; this file only hands the composed config to it.
+"""
+
+import os
+
+import hydra
+
+from trainlab.config import register_resolvers
+
+os.environ.setdefault("PROJECT_ROOT", os.path.dirname(os.path.abspath(__file__)))
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg) -> float:
+    from trainlab.run import main as run  # imported here so that --help stays fast
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
