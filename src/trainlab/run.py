@@ -64,7 +64,7 @@ def instantiate_each(group: DictConfig | None) -> list[Any]:
 def build_trainer(
     trainer_cfg: DictConfig, callbacks: list[Callback], loggers: list[Any]
 ) -> L.Trainer:
-    """Lightning's Trainer; its own refusals (accelerator, devices, precision) become ConfigErrors."""
+    """Lightning's Trainer; its refusals (accelerator, devices, precision) become ConfigErrors."""
     if not loggers:
         # LearningRateMonitor has nowhere to write without a logger and would stop the run
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -73,7 +73,8 @@ def build_trainer(
     except InstantiationException as err:
         cause = err.__cause__ or err
         settings = ", ".join(
-            f"{key}={trainer_cfg.get(key)}" for key in ("accelerator", "devices", "strategy", "precision")
+            f"{key}={trainer_cfg.get(key)}"
+            for key in ("accelerator", "devices", "strategy", "precision")
         )
         raise ConfigError(f"The trainer cannot be built with {settings}: {cause}") from err
 

@@ -1,0 +1,67 @@
+"""Shared fixtures: compose `conf/` the way `train.py` does, one thread, outputs in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from trainlab.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# small models on 2 shared cores: torch's default threads collapse when anything else runs
+torch.set_num_threads(1)
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+register_resolvers()
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `python train.py <overrides>` would get, writing into `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def compose_in(tmp_path):
+    """compose_in(*overrides) -> config of a run whose directory is a fresh tmp dir."""
+    counter = iter(range(1000))
+
+    def _compose(*overrides: str) -> DictConfig:
+        return compose_run(list(overrides), tmp_path / f"run{next(counter)}")
+
+    return _compose
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python train.py <args>` as a user types it, one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

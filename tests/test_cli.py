@@ -1,0 +1,123 @@
+"""`python train.py ...` as a user types it: run directory, metrics.json, --help, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+RUN_DIR = re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}_[0-9a-f]{6}$")
+
+
+def run_dirs(project: Path, task: str = "train") -> list[Path]:
+    return sorted(p.parent for p in (project / "outputs" / task).glob("*/*/.hydra"))
+
+
+def cli_in(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run train.py with `project` as the project root, so outputs/ lands there."""
+    os.environ["PROJECT_ROOT"] = str(project)
+    try:
+        return run_cli(*args, **kwargs)
+    finally:
+        os.environ["PROJECT_ROOT"] = str(ROOT)
+
+
+def test_adam_lr_0001_trains_what_it_says(tmp_path):
+    result = cli_in(tmp_path, "optimizer=adam", "lr=0.001")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert RUN_DIR.search(run.as_posix()), run
+
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert record["optimized_metric"] == "val/acc_best"
+    assert record["objective"] == record["metrics"]["val/acc_best"]
+    assert record["hparams"]["optimizer"] == "adam" and record["hparams"]["lr"] == 0.001
+    assert record["metrics"]["test/acc"] >= 0.97  # the template's quality bar on digits
+    assert record["duration_s"] > 0
+    # what actually trained, as built in configure_optimizers ...
+    assert record["trained"]["optimizer"]["class"] == "Adam"
+    assert {g["lr"] for g in record["trained"]["optimizer"]["param_groups"]} == {0.001}
+    # ... and as Lightning's LearningRateMonitor logged it during training
+    with open(run / "csv" / "metrics.csv") as f:
+        logged = [row["lr-Adam"] for row in csv.DictReader(f) if row.get("lr-Adam")]
+    assert logged and {float(v) for v in logged} == {0.001}
+
+    assert (run / ".hydra" / "config.yaml").exists() and (
+        run / ".hydra" / "overrides.yaml"
+    ).exists()
+    assert (run / "train.log").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert Path(record["trained"]["best_checkpoint"]).parent == run / "checkpoints"
+    assert not list(run.glob(".metrics.json.*"))  # no temp file left behind
+
+
+def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    os.environ["PROJECT_ROOT"] = str(tmp_path)
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, str(ROOT / "train.py"), "debug=fdr", "logger=none"]
+        procs = [
+            subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(2)
+        ]
+        assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    finally:
+        os.environ["PROJECT_ROOT"] = str(ROOT)
+    runs = run_dirs(tmp_path, task="debug")
+    assert len(runs) == 2
+    for run in runs:
+        assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_help_lists_every_group_and_option():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for line in [
+        "optimizer: adafactor, adagrad, adam, adamw, nadam, radam, rmsprop, sgd, sgd_momentum, "
+        "sgd_nesterov",
+        "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step",
+        "trainer: cpu, ddp, ddp_cpu, default, gpu, mps",
+        "model: cnn, mlp",
+        "data: digits",
+        "logger: csv, many, mlflow, none, tensorboard, wandb",
+        "debug: fdr, limit, overfit, profiler",
+    ]:
+        assert line in result.stdout
+    assert "lr, weight_decay, batch_size, max_epochs, seed" in result.stdout
+
+
+BAD_INPUTS = [
+    (["optimizer=adamm"], "Available options in 'optimizer'"),
+    (["scheduler=linear"], "Available options in 'scheduler'"),
+    (["model=resnet"], "Available options in 'model'"),
+    (["trainer=tpu"], "Available options in 'trainer'"),
+    (["lr=0"], "lr=0 "),
+    (["lr=-0.1"], "lr=-0.1 "),
+    (["lr=fast"], "lr='fast'"),
+    (["batch_size=0"], "batch_size=0 "),
+    (["batch_size=5000"], "batch_size=5000 is larger than the training split (1167 samples)"),
+    (["batch_size=abc"], "batch_size='abc'"),
+    (["max_epochs=0"], "max_epochs=0 "),
+    (["precision=fp8"], "precision='fp8'"),
+    (["optimized_metric=val/f1"], "optimized_metric='val/f1' is never logged"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[a[0] for a, _ in BAD_INPUTS])
+def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
+    result = cli_in(tmp_path, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-2000:]
+    assert "Traceback" not in output
+    for metrics in tmp_path.glob("outputs/**/metrics.json"):
+        assert json.loads(metrics.read_text())["status"] != "completed"
