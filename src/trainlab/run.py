@@ -170,7 +170,8 @@ def train(cfg: DictConfig) -> float:
         trained=trained,
         **record,
     )
-    log.info("%s = %.4f  (%s)", cfg.optimized_metric, objective, path)
+    if path is not None:  # rank 0 wrote it
+        log.info("%s = %.4f  (%s)", cfg.optimized_metric, objective, path)
     return objective
 
 
