@@ -4,13 +4,14 @@ The pipeline lives in src/trainlab/run.py; this file only hands the composed con
 """
 
 import os
+import uuid
 
 import hydra
 
-from trainlab.config import register_resolvers
-
 os.environ.setdefault("PROJECT_ROOT", os.path.dirname(os.path.abspath(__file__)))
-register_resolvers()
+# the short id in every run and sweep directory name (conf/hydra/default.yaml): an environment
+# variable, so that joblib's worker processes resolve the same directory as this process
+os.environ["TRAINLAB_RUN_ID"] = uuid.uuid4().hex[:6]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -14,15 +14,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from trainlab.config import register_resolvers
-
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 # small models on 2 shared cores: torch's default threads collapse when anything else runs
 torch.set_num_threads(1)
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-register_resolvers()
+os.environ.setdefault("TRAINLAB_RUN_ID", "tests0")
 
 
 def group_options(group: str) -> list[str]:

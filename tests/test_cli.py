@@ -107,7 +107,7 @@ BAD_INPUTS = [
     (["batch_size=5000"], "batch_size=5000 is larger than the training split (1167 samples)"),
     (["batch_size=abc"], "batch_size='abc'"),
     (["max_epochs=0"], "max_epochs=0 "),
-    (["precision=fp8"], "precision='fp8'"),
+    (["precision=fp8"], "precision=fp8"),
     (["optimized_metric=val/f1"], "optimized_metric='val/f1' is never logged"),
 ]
 

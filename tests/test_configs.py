@@ -12,6 +12,7 @@ from trainlab.optim import SchedulerSpec
 from trainlab.run import build_trainer, instantiate_each
 
 GROUPS = [
+    "hparams_search",
     "optimizer",
     "scheduler",
     "data",

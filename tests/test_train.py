@@ -99,7 +99,7 @@ def test_best_checkpoint_loads_with_weights_only_and_gives_the_test_metrics(comp
     assert best and Path(best).exists() and (Path(best).parent / "last.ckpt").exists()
 
     checkpoint = torch.load(best, weights_only=True)  # torch's safe default loading
-    assert checkpoint["hyper_parameters"] == {"num_classes": 10, "label_smoothing": 0.0}
+    assert checkpoint["hyper_parameters"] == {"num_classes": 10}
 
     import lightning as L
     from hydra.utils import instantiate
@@ -115,9 +115,18 @@ def test_best_checkpoint_loads_with_weights_only_and_gives_the_test_metrics(comp
     assert results["test/acc"] == pytest.approx(record["metrics"]["test/acc"])
 
 
+def test_logged_metrics_lists_exactly_what_the_module_logs(compose_in):
+    cfg = compose_in(*FAST)
+    train(cfg)
+    logged = {name for name in metrics_of(cfg)["metrics"] if not name.startswith("lr-")}
+    assert logged == set(Classifier.logged_metrics)
+
+
 def test_failed_run_says_failed(compose_in):
-    # OneCycleLR cycles momentum, which Adagrad does not have: torch refuses at fit time
-    cfg = compose_in(*FAST, "optimizer=adagrad", "scheduler=onecycle")
+    # OneCycleLR asked to cycle momentum, which Adagrad does not have: torch refuses at fit time
+    cfg = compose_in(
+        *FAST, "optimizer=adagrad", "scheduler=onecycle", "scheduler.factory.cycle_momentum=true"
+    )
     with pytest.raises(ValueError):
         train(cfg)
     record = metrics_of(cfg)

@@ -8,21 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-# what Lightning's Trainer accepts for `precision` (fabric's _PRECISION_INPUT, spelled out)
-PRECISIONS = (
-    "32-true",
-    "32",
-    "64-true",
-    "64",
-    "16-mixed",
-    "bf16-mixed",
-    "16-true",
-    "bf16-true",
-    "16",
-    "bf16",
-    "transformer-engine",
-    "transformer-engine-float16",
-)
+from trainlab.record import DIRECTIONS
 
 
 class ConfigError(ValueError):
@@ -53,20 +39,14 @@ def check_non_negative_number(name: str, value: Any, example: str) -> None:
         )
 
 
-def check_whole_number(name: str, value: Any, minimum: int, example: str) -> None:
-    if not _is_whole(value) or value < minimum:
+def check_whole_number(
+    name: str, value: Any, minimum: int, example: str, maximum: int | None = None
+) -> None:
+    if not _is_whole(value) or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise ConfigError(
-            f"{name}={value!r} is not allowed: {name} must be a whole number >= {minimum}, "
+            f"{name}={value!r} is not allowed: {name} must be a whole number {allowed}, "
             f"e.g. {name}={example}."
-        )
-
-
-def check_precision(value: Any) -> None:
-    if str(value) not in PRECISIONS:
-        raise ConfigError(
-            f"precision={value!r} is not a precision Lightning knows. Allowed: "
-            f"{', '.join(PRECISIONS)}. On a CPU use 32-true or bf16-mixed; on a GPU "
-            "bf16-mixed or 16-mixed."
         )
 
 
@@ -77,15 +57,25 @@ def check_knobs(
     batch_size: Any,
     max_epochs: Any,
     seed: Any,
-    precision: Any,
+    direction: Any,
+    folds: Any,
 ) -> None:
     """The top-level knobs of `conf/train.yaml`, checked for type and range."""
     check_positive_number("lr", lr, "0.001")
     check_non_negative_number("weight_decay", weight_decay, "0.01")
     check_whole_number("batch_size", batch_size, 1, "64")
     check_whole_number("max_epochs", max_epochs, 1, "20")
-    check_whole_number("seed", seed, 0, "42")
-    check_precision(precision)
+    check_whole_number("seed", seed, 0, "42", maximum=2**32 - 1)  # numpy's seed range
+    if direction not in DIRECTIONS:
+        raise ConfigError(
+            f"optimized_direction={direction!r} is not allowed: use maximize (accuracy) or "
+            "minimize (a loss)."
+        )
+    if not _is_whole(folds) or folds == 1 or folds < 0:
+        raise ConfigError(
+            f"cv.folds={folds!r} is not allowed: use 0 for no cross-validation, or a whole "
+            "number >= 2 for K-fold cross-validation, e.g. cv.folds=5."
+        )
 
 
 def check_batch_fits(batch_size: int, train_size: int) -> None:

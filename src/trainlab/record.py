@@ -16,6 +16,13 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 
 METRICS_FILE = "metrics.json"
+DIRECTIONS = ("maximize", "minimize")
+
+
+def worst_objective(direction: str) -> float:
+    """What a diverged or failed job reports: finite (Optuna needs a number), and worse than
+    any real value of a metric such as accuracy or loss."""
+    return -1e9 if direction == "maximize" else 1e9
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -47,6 +54,7 @@ def write_metrics(
     status: str,
     objective: float | None,
     optimized_metric: str,
+    direction: str,
     metrics: dict[str, Any],
     hparams: dict[str, Any],
     duration_s: float,
@@ -57,6 +65,7 @@ def write_metrics(
         "status": status,
         "objective": objective,
         "optimized_metric": optimized_metric,
+        "direction": direction,
         "metrics": {name: plain_number(v) for name, v in sorted(metrics.items())},
         "hparams": hparams,
         "duration_s": round(duration_s, 3),

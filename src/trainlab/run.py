@@ -6,8 +6,11 @@ turns a bad value into a one-paragraph message and a non-zero exit.
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -16,17 +19,19 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from trainlab.callbacks import Diverged, DivergenceGuard
 from trainlab.checks import (
     ConfigError,
     check_batch_fits,
     check_knobs,
     check_optimized_metric,
 )
-from trainlab.record import write_metrics
+from trainlab.record import worst_objective, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +91,27 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return path or None
 
 
-def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check the knobs, build everything from config, fit, test. Returns (metrics, what trained)."""
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs nothing built: types, ranges, and knobs that contradict each other."""
     check_knobs(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         batch_size=cfg.batch_size,
         max_epochs=cfg.max_epochs,
         seed=cfg.seed,
-        precision=cfg.precision,
+        direction=cfg.optimized_direction,
+        folds=cfg.cv.folds,
     )
-    if str(cfg.optimized_metric).startswith("test/") and not cfg.test:
+    if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
         raise ConfigError(
-            f"optimized_metric={cfg.optimized_metric} needs the test stage, but test=false: "
-            "set test=true or optimize a val/ metric."
+            f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
+            f"test={cfg.test} and cv.folds={cfg.cv.folds} (cross-validation never looks at the "
+            "test split): optimize a val/ metric, or set test=true without cv.folds."
         )
+
+
+def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build everything from config, fit, test. Returns (metrics, what trained)."""
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -112,9 +123,10 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler)
     )
     check_optimized_metric(cfg.optimized_metric, module.logged_metrics)
-    trainer = build_trainer(
-        cfg.trainer, instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
-    )
+    callbacks = [*instantiate_each(cfg.get("callbacks")), DivergenceGuard()]
+    trainer = build_trainer(cfg.trainer, callbacks, instantiate_each(cfg.get("logger")))
+    for logger in trainer.loggers:  # so runs compare by the knobs in TensorBoard, MLflow, ...
+        logger.log_hyperparams(hparams_of(cfg, group_choices()))
 
     trainer.fit(module, datamodule=datamodule)
     metrics = dict(trainer.callback_metrics)
@@ -134,45 +146,98 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, trained
 
 
-def train(cfg: DictConfig) -> float:
-    """Run the pipeline and write `metrics.json` last; returns the objective for sweepers."""
-    started = time.perf_counter()
+def cross_validate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """K fits, one per stratified fold of train+val, each from the same seed, in fold_<k>/.
+
+    Returns per-fold metrics (`fold<k>/<name>`) plus `cv/mean` and `cv/std` of the optimized
+    metric; the test split is never used.
+    """
+    folds = cfg.cv.folds
     output_dir = Path(cfg.paths.output_dir)
-    record = {
-        "optimized_metric": cfg.optimized_metric,
-        "hparams": hparams_of(cfg, group_choices()),
+    metrics: dict[str, Any] = {}
+    values, trained = [], []
+    for k in range(folds):
+        fold_cfg = copy.deepcopy(cfg)
+        OmegaConf.update(fold_cfg, "data.fold", k)
+        OmegaConf.update(fold_cfg, "test", False)
+        OmegaConf.update(fold_cfg, "paths.output_dir", str(output_dir / f"fold_{k}"))
+        log.info("cross-validation: fold %d of %d", k + 1, folds)
+        fold_metrics, fold_trained = fit_and_test(fold_cfg)
+        values.append(float(fold_metrics[cfg.optimized_metric]))
+        trained.append(fold_trained)
+        metrics.update({f"fold{k}/{name}": v for name, v in fold_metrics.items()})
+    metrics["cv/mean"] = statistics.fmean(values)
+    metrics["cv/std"] = statistics.pstdev(values)
+    log.info(
+        "cross-validation: %s = %.4f ± %.4f over %d folds",
+        cfg.optimized_metric,
+        metrics["cv/mean"],
+        metrics["cv/std"],
+        folds,
+    )
+    summary = {
+        "folds": folds,
+        "metric": cfg.optimized_metric,
+        "values": values,
+        "mean": metrics["cv/mean"],
+        "std": metrics["cv/std"],
     }
+    return metrics, {"folds": trained, "cv": summary}
+
+
+def train(cfg: DictConfig) -> float:
+    """Run the pipeline and write `metrics.json` last; returns the objective for sweepers.
+
+    A run ends `completed`, `diverged` (the loss became NaN/inf: an outcome, returned as the
+    worst objective) or `failed` (raised: recorded, then raised again).
+    """
+    started = time.perf_counter()
+    direction = cfg.optimized_direction
+
+    def finish(status: str, objective: float | None, metrics: dict, **extra: Any) -> Path | None:
+        return write_metrics(
+            Path(cfg.paths.output_dir),
+            status=status,
+            objective=objective,
+            optimized_metric=cfg.optimized_metric,
+            direction=direction,
+            metrics=metrics,
+            hparams=hparams_of(cfg, group_choices()),
+            duration_s=time.perf_counter() - started,
+            **extra,
+        )
+
     try:
-        metrics, trained = fit_and_test(cfg)
-        if cfg.optimized_metric not in metrics:
+        check_config(cfg)
+        if cfg.cv.folds:
+            metrics, trained = cross_validate(cfg)
+            objective_key = "cv/mean"
+        else:
+            metrics, trained = fit_and_test(cfg)
+            objective_key = cfg.optimized_metric
+        if objective_key not in metrics:
             raise RuntimeError(
-                f"the run ended without logging {cfg.optimized_metric} "
+                f"the run ended without logging {objective_key} "
                 f"(logged: {', '.join(sorted(metrics))})"
             )
+        objective = float(metrics[objective_key])
+        if not math.isfinite(objective):
+            raise Diverged(f"{objective_key} is {objective} at the end of training")
+    except Diverged as err:
+        log.warning("%s: recorded as diverged", err)
+        finish("diverged", worst_objective(direction), {}, error=str(err))
+        return worst_objective(direction)
     except BaseException as err:
-        write_metrics(
-            output_dir,
-            status="failed",
-            objective=None,
-            metrics={},
-            duration_s=time.perf_counter() - started,
-            error=f"{type(err).__name__}: {err}",
-            **record,
-        )
+        finish("failed", None, {}, error=f"{type(err).__name__}: {err}")
         raise
-    objective = float(metrics[cfg.optimized_metric])
-    path = write_metrics(
-        output_dir,
-        status="completed",
-        objective=objective,
-        metrics=metrics,
-        duration_s=time.perf_counter() - started,
-        trained=trained,
-        **record,
-    )
+    path = finish("completed", objective, metrics, trained=trained)
     if path is not None:  # rank 0 wrote it
-        log.info("%s = %.4f  (%s)", cfg.optimized_metric, objective, path)
+        log.info("%s = %.4f  (%s)", objective_key, objective, path)
     return objective
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def log_through_hydra() -> None:
@@ -183,12 +248,20 @@ def log_through_hydra() -> None:
 
 
 def main(cfg: DictConfig) -> float:
-    """Hydra's task function: a ConfigError is a message and exit code 2, not a traceback."""
+    """Hydra's task function.
+
+    In a sweep a failing job must not end the sweep: it is recorded `failed` and gives the
+    sweeper the worst objective. In a single run a ConfigError is a one-paragraph message
+    and exit code 2, not a traceback.
+    """
     log_through_hydra()
     try:
         return train(cfg)
-    except ConfigError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as err:
+        if in_multirun():
+            log.error("job failed, the sweep goes on: %s: %s", type(err).__name__, err)
+            return worst_objective(cfg.optimized_direction)
+        if not isinstance(err, ConfigError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)

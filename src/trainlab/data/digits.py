@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -46,6 +46,10 @@ class DigitsDataModule(L.LightningDataModule):
 
     Pixels are standardized with the mean and std of the *training* split only, so
     validation and test stay unseen. Batches are float tensors of shape (N, 1, 8, 8).
+
+    With `folds=K` (K >= 2) the train and val samples are pooled and cut into K stratified
+    folds; fold `fold` validates and the other K-1 train. The test split is the same as
+    without folds and is never part of any fold.
     """
 
     num_classes = 10
@@ -58,6 +62,8 @@ class DigitsDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         num_workers: int = 0,
+        folds: int = 0,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -65,6 +71,8 @@ class DigitsDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.seed = seed
         self.num_workers = num_workers
+        self.folds = folds
+        self.fold = fold
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -86,7 +94,12 @@ class DigitsDataModule(L.LightningDataModule):
             stratify=labels[rest],
             random_state=self.seed,
         )
-        return {"train": train, "val": val, "test": test}
+        if self.folds < 2:
+            return {"train": train, "val": val, "test": test}
+        pool = np.concatenate([train, val])
+        folds = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
+        train_part, val_part = list(folds.split(pool, labels[pool]))[self.fold]
+        return {"train": pool[train_part], "val": pool[val_part], "test": test}
 
     def train_size(self) -> int:
         """Samples in the training split, known before `setup` (for checking `batch_size`)."""

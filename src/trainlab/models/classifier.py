@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class Classifier(L.LightningModule):
-    """Cross-entropy classification with accuracy tracked per split and the best val accuracy."""
+    """Classification (cross-entropy by default); accuracy per split and the best val accuracy."""
 
     # every name this module logs: `optimized_metric` is checked against it before training
     logged_metrics = (
@@ -41,17 +41,17 @@ class Classifier(L.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: SchedulerSpec | None = None,
+        loss: nn.Module | None = None,
         num_classes: int = 10,
-        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         # plain values only, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"])
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_spec = scheduler
         self.optimizer_built: dict[str, Any] | None = None
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.criterion = loss if loss is not None else nn.CrossEntropyLoss()
 
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

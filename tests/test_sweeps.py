@@ -1,0 +1,180 @@
+"""Sweeps as a user runs them: grid, failure tolerance, Optuna and its resumption, k-fold CV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_run, run_cli
+from trainlab.data.digits import DigitsDataModule
+from trainlab.run import train
+
+FAST = ["debug=limit", "logger=csv"]
+
+
+def jobs_of(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+
+
+def test_grid_sweep_gives_one_directory_and_verdict_per_job_and_a_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m", "optimizer=sgd_momentum,adam", "lr=0.01,0.1", *FAST, f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = jobs_of(sweep)
+    assert sorted(jobs) == ["0", "1", "2", "3"]
+    assert {(j["hparams"]["optimizer"], j["hparams"]["lr"]) for j in jobs.values()} == {
+        ("sgd_momentum", 0.01),
+        ("sgd_momentum", 0.1),
+        ("adam", 0.01),
+        ("adam", 0.1),
+    }
+    assert all(j["status"] == "completed" for j in jobs.values())
+    # the report was written by the Hydra callback at the end of the multirun
+    for name in ("summary.csv", "summary.md", "objective_vs_lr.png", "val_curves.png"):
+        assert (sweep / name).exists(), name
+
+
+def test_diverging_and_failing_jobs_do_not_stop_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "optimizer=sgd",
+        "lr=0.05,1e6",
+        "batch_size=64,5000",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "diverged at step" in output and "with lr=1e+06" in output
+    jobs = jobs_of(sweep)
+    by_point = {(j["hparams"]["lr"], j["hparams"]["batch_size"]): j for j in jobs.values()}
+    assert by_point[(0.05, 64)]["status"] == "completed"
+    diverged = by_point[(1e6, 64)]
+    assert diverged["status"] == "diverged" and diverged["objective"] == -1e9
+    assert "diverged at step" in diverged["error"]
+    for point in [(0.05, 5000), (1e6, 5000)]:
+        assert by_point[point]["status"] == "failed"
+        assert "batch_size=5000 is larger than the training split" in by_point[point]["error"]
+
+    import pandas as pd
+
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["status"]) == ["completed", "diverged", "failed", "failed"]
+    assert summary["best"].iloc[0] == "★"
+    assert "did not complete" in (sweep / "summary.md").read_text()
+
+
+def test_optuna_study_lives_in_the_sweep_dir_and_resumes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hparams_search=optuna", "debug=limit", "logger=none", f"hydra.sweep.dir={sweep}"]
+    first = run_cli(*args, "hydra.sweeper.n_trials=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (sweep / "optuna.db").exists()
+    assert sorted(jobs_of(sweep)) == ["0", "1", "2"]
+    first_points = {
+        (j["hparams"]["optimizer"], j["hparams"]["lr"]) for j in jobs_of(sweep).values()
+    }
+
+    again = run_cli(*args, "hydra.sweeper.n_trials=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing study" in again.stdout + again.stderr
+    jobs = jobs_of(sweep)
+    assert sorted(jobs) == ["0", "1", "2", "3", "4"]  # new job dirs, the old ones untouched
+    new_points = {(jobs[n]["hparams"]["optimizer"], jobs[n]["hparams"]["lr"]) for n in ("3", "4")}
+    assert not new_points & first_points  # not a replay of the seeded start
+
+    import optuna
+
+    study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db")
+    assert len(study.trials) == 5
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert {"lr", "optimizer", "batch_size"} == set(study.trials[0].params)
+
+
+def test_diverged_optuna_trial_gives_the_sweeper_a_finite_worst_value(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "debug=limit",
+        "logger=none",
+        "lr=1e6",
+        "optimizer=sgd",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import optuna
+
+    (trial,) = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db").trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == -1e9
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_without_collisions(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "lr=0.01,0.1",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = jobs_of(sweep)
+    assert {j["hparams"]["lr"] for j in jobs.values()} == {0.01, 0.1}
+    for name in jobs:
+        assert (sweep / name / "train.log").exists()
+        assert (sweep / name / "csv" / "metrics.csv").exists()
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    cfg = compose_run(["hydra/launcher=slurm"], tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 1 and launcher.timeout_min > 0
+
+
+def test_folds_partition_train_and_val_and_never_touch_test():
+    plain = DigitsDataModule(seed=3).split_indices()
+    pool = set(plain["train"]) | set(plain["val"])
+    seen_in_val: list[int] = []
+    for k in range(3):
+        split = DigitsDataModule(seed=3, folds=3, fold=k).split_indices()
+        assert set(split["test"]) == set(plain["test"])
+        assert set(split["train"]) | set(split["val"]) == pool
+        assert not set(split["train"]) & set(split["val"])
+        seen_in_val += list(split["val"])
+    assert sorted(seen_in_val) == sorted(pool)  # every sample validates exactly once
+
+
+def test_three_fold_cross_validation_in_one_run(tmp_path):
+    cfg = compose_run(["debug=limit", "logger=none", "callbacks=none", "cv.folds=3"], tmp_path)
+    objective = train(cfg)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = record["metrics"]
+    folds = [metrics[f"fold{k}/val/acc_best"] for k in range(3)]
+    assert record["status"] == "completed"
+    assert objective == pytest.approx(sum(folds) / 3) == pytest.approx(metrics["cv/mean"])
+    assert metrics["cv/std"] == pytest.approx(__import__("statistics").pstdev(folds))
+    assert record["trained"]["cv"]["values"] == pytest.approx(folds)
+    assert not any(name.startswith("test/") or "/test/" in name for name in metrics)
+    assert sorted(p.name for p in tmp_path.glob("fold_*")) == ["fold_0", "fold_1", "fold_2"]
+
+
+def test_cross_validation_inside_a_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m", "cv.folds=2", "lr=0.01,0.1", "debug=limit", "logger=none", f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = jobs_of(sweep)
+    assert all(j["objective"] == pytest.approx(j["metrics"]["cv/mean"]) for j in jobs.values())
+    import pandas as pd
+
+    assert pd.read_csv(sweep / "summary.csv")["cv_mean"].notna().all()
