@@ -84,7 +84,10 @@ def test_help_lists_every_group_and_option():
     for line in [
         "optimizer: adafactor, adagrad, adam, adamw, nadam, radam, rmsprop, sgd, sgd_momentum, "
         "sgd_nesterov",
-        "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step",
+        "scheduler: constant_warmup, cosine, exponential, inverse_sqrt, multistep, none, "
+        "onecycle, plateau, step, warmup_cosine, warmup_linear, wsd",
+        "tune: all, batch_size, lr, none",
+        "hparams_search: optuna",
         "trainer: cpu, ddp, ddp_cpu, default, gpu, mps",
         "model: cnn, mlp",
         "data: digits",
@@ -92,7 +95,7 @@ def test_help_lists_every_group_and_option():
         "debug: fdr, limit, overfit, profiler",
     ]:
         assert line in result.stdout
-    assert "lr, weight_decay, batch_size, max_epochs, seed" in result.stdout
+    assert "lr, weight_decay, weight_decay_groups, batch_size" in result.stdout
 
 
 BAD_INPUTS = [

@@ -41,6 +41,11 @@ SCHEDULER_CLASSES = {
     "cosine": "CosineAnnealingLR",
     "onecycle": "OneCycleLR",
     "plateau": "ReduceLROnPlateau",
+    "warmup_cosine": "LambdaLR",
+    "warmup_linear": "LambdaLR",
+    "wsd": "LambdaLR",
+    "inverse_sqrt": "LambdaLR",
+    "constant_warmup": "LambdaLR",
 }
 
 
@@ -99,7 +104,7 @@ def test_best_checkpoint_loads_with_weights_only_and_gives_the_test_metrics(comp
     assert best and Path(best).exists() and (Path(best).parent / "last.ckpt").exists()
 
     checkpoint = torch.load(best, weights_only=True)  # torch's safe default loading
-    assert checkpoint["hyper_parameters"] == {"num_classes": 10}
+    assert checkpoint["hyper_parameters"] == {"num_classes": 10, "weight_decay_groups": "auto"}
 
     import lightning as L
     from hydra.utils import instantiate

@@ -78,6 +78,29 @@ def check_knobs(
         )
 
 
+def check_choice(name: str, value: Any, allowed: Iterable[str], meaning: str = "") -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(
+            f"{name}={value!r} is not allowed: use one of {', '.join(allowed)}{meaning}."
+        )
+
+
+def check_schedule_knobs(*, warmup: Any, min_lr_ratio: Any) -> None:
+    """`warmup` is a fraction of the run (< 1) or whole optimizer steps; min_lr_ratio in [0, 1]."""
+    check_non_negative_number("warmup", warmup, "0.05")
+    if warmup >= 1 and warmup != int(warmup):
+        raise ConfigError(
+            f"warmup={warmup!r} is not allowed: below 1 it is a fraction of the run (e.g. "
+            "warmup=0.05), from 1 on a whole number of optimizer steps (e.g. warmup=100)."
+        )
+    if not _is_number(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
+        raise ConfigError(
+            f"min_lr_ratio={min_lr_ratio!r} is not allowed: it is the final lr as a fraction of "
+            "lr, a number from 0 to 1, e.g. min_lr_ratio=0.1."
+        )
+
+
 def check_batch_fits(batch_size: int, train_size: int) -> None:
     if batch_size > train_size:
         raise ConfigError(

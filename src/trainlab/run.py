@@ -28,10 +28,15 @@ from trainlab.callbacks import Diverged, DivergenceGuard
 from trainlab.checks import (
     ConfigError,
     check_batch_fits,
+    check_choice,
     check_knobs,
     check_optimized_metric,
+    check_schedule_knobs,
 )
+from trainlab.optim import WEIGHT_DECAY_GROUPS
+from trainlab.plan import LR_SCALINGS, make_plan
 from trainlab.record import worst_objective, write_metrics
+from trainlab.tune import tune_batch_size, tune_lr
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,19 @@ def check_config(cfg: DictConfig) -> None:
         direction=cfg.optimized_direction,
         folds=cfg.cv.folds,
     )
+    check_schedule_knobs(warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)
+    check_choice(
+        "lr_scaling",
+        cfg.lr_scaling,
+        LR_SCALINGS,
+        ": lr x (batch_size / base_batch_size), or its square root",
+    )
+    check_choice(
+        "weight_decay_groups",
+        cfg.weight_decay_groups,
+        WEIGHT_DECAY_GROUPS,
+        " (split: no decay on biases, norm weights and embeddings; auto: split for adamw)",
+    )
     if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
         raise ConfigError(
             f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
@@ -110,24 +128,52 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Build everything from config, fit, test. Returns (metrics, what trained)."""
-    L.seed_everything(cfg.seed, workers=True)
+def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
+    """The optimizer partial and scheduler spec with every `${lr}` in their config set to `lr`
+    (the plan's effective lr, or the LR range test's suggestion), not the raw knob."""
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.update(cfg, "lr", lr)
+    return instantiate(cfg.optimizer), instantiate(cfg.scheduler)
 
-    datamodule = instantiate(cfg.data)
-    check_batch_fits(datamodule.batch_size, datamodule.train_size())
+
+def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build, plan, tune (if asked), fit, test. Returns (metrics, what trained)."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    callbacks = instantiate_each(cfg.get("callbacks"))
+    trainer = build_trainer(cfg.trainer, callbacks, instantiate_each(cfg.get("logger")))
+    plan = make_plan(
+        batch_size=cfg.batch_size,
+        micro_batch_size=cfg.micro_batch_size,
+        world_size=trainer.world_size,
+        lr=cfg.lr,
+        lr_scaling=cfg.lr_scaling,
+        base_batch_size=cfg.base_batch_size,
+    )
+    trainer.accumulate_grad_batches = plan.accumulate_grad_batches
+
+    datamodule = instantiate(cfg.data, batch_size=plan.micro_batch_size)
+    check_batch_fits(plan.batch_size, datamodule.train_size())
+    optimizer, scheduler = optimizer_and_scheduler(cfg, plan.lr_effective)
     # objects go in by a call, not through instantiate's kwargs, which would turn a
     # dataclass such as SchedulerSpec into a config node
-    build_module = instantiate(cfg.model, _partial_=True)
-    module = build_module(
-        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler)
-    )
+    module = instantiate(cfg.model, _partial_=True)(optimizer=optimizer, scheduler=scheduler)
     check_optimized_metric(cfg.optimized_metric, module.logged_metrics)
-    callbacks = [*instantiate_each(cfg.get("callbacks")), DivergenceGuard()]
-    trainer = build_trainer(cfg.trainer, callbacks, instantiate_each(cfg.get("logger")))
-    for logger in trainer.loggers:  # so runs compare by the knobs in TensorBoard, MLflow, ...
-        logger.log_hyperparams(hparams_of(cfg, group_choices()))
 
+    if cfg.tune.get("batch_size"):
+        plan = tune_batch_size(trainer, module, datamodule, plan, cfg.tune.batch_size)
+    if cfg.tune.get("lr"):
+        suggested = tune_lr(trainer, module, datamodule, plan, cfg.tune.lr, output_dir)
+        plan.tuned["lr_suggested"] = suggested
+        plan.lr_effective = suggested
+        module.optimizer_factory, module.scheduler_spec = optimizer_and_scheduler(cfg, suggested)
+        L.seed_everything(cfg.seed, workers=True)  # the same data order as without tuning
+    log.info("plan: %s", plan.as_dict())
+
+    trainer.callbacks.append(DivergenceGuard())  # after tuning: the LR test diverges on purpose
+    for logger in trainer.loggers:  # so runs compare by the knobs in TensorBoard, MLflow, ...
+        logger.log_hyperparams({**hparams_of(cfg, group_choices()), **plan_summary(plan)})
     trainer.fit(module, datamodule=datamodule)
     metrics = dict(trainer.callback_metrics)
     best = best_checkpoint(trainer)
@@ -142,8 +188,13 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
         "best_checkpoint": best,
+        "plan": plan.as_dict(),
     }
     return metrics, trained
+
+
+def plan_summary(plan) -> dict[str, Any]:
+    return {f"plan/{k}": v for k, v in plan.as_dict().items() if not isinstance(v, dict)}
 
 
 def cross_validate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -182,7 +233,7 @@ def cross_validate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "mean": metrics["cv/mean"],
         "std": metrics["cv/std"],
     }
-    return metrics, {"folds": trained, "cv": summary}
+    return metrics, {"plan": trained[0]["plan"], "folds": trained, "cv": summary}
 
 
 def train(cfg: DictConfig) -> float:
@@ -230,7 +281,8 @@ def train(cfg: DictConfig) -> float:
     except BaseException as err:
         finish("failed", None, {}, error=f"{type(err).__name__}: {err}")
         raise
-    path = finish("completed", objective, metrics, trained=trained)
+    plan = trained.pop("plan")
+    path = finish("completed", objective, metrics, plan=plan, trained=trained)
     if path is not None:  # rank 0 wrote it
         log.info("%s = %.4f  (%s)", objective_key, objective, path)
     return objective

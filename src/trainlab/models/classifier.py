@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from trainlab.optim import SchedulerSpec, describe_optimizer
+from trainlab.optim import SchedulerSpec, build_optimizer, describe_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Classifier(L.LightningModule):
         scheduler: SchedulerSpec | None = None,
         loss: nn.Module | None = None,
         num_classes: int = 10,
+        weight_decay_groups: str = "auto",
     ) -> None:
         super().__init__()
         # plain values only, so checkpoints load with torch.load(weights_only=True)
@@ -102,7 +103,7 @@ class Classifier(L.LightningModule):
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
         # recorded before a scheduler rewrites the lr (OneCycleLR does at once)
         self.optimizer_built = describe_optimizer(optimizer)
         log.info("optimizer: %s", self.optimizer_built)

@@ -1,0 +1,123 @@
+"""The batch plan: from the knobs a user sets to what each device does.
+
+`batch_size` is the number of samples per optimizer step, whatever the hardware. Each device
+runs `micro_batch_size` samples per forward (default: batch_size / world_size), and gradients
+are accumulated over enough micro batches to make up the global batch:
+
+    accumulate_grad_batches = batch_size / (micro_batch_size x world_size)
+
+The lr can follow the batch size by a scaling rule, applied here and nowhere else:
+
+    linear: lr_effective = lr x batch_size / base_batch_size     (Goyal et al., 2017)
+    sqrt:   lr_effective = lr x sqrt(batch_size / base_batch_size) (for Adam-like optimizers)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from trainlab.checks import ConfigError, check_whole_number
+
+LR_SCALINGS = ("none", "linear", "sqrt")
+
+
+@dataclass
+class Plan:
+    batch_size: int
+    world_size: int
+    micro_batch_size: int
+    accumulate_grad_batches: int
+    lr: float
+    lr_scaling: str
+    base_batch_size: int
+    lr_effective: float
+    tuned: dict[str, Any] = field(default_factory=dict)  # what tune= measured and chose
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
+    if rule not in LR_SCALINGS:
+        raise ConfigError(
+            f"lr_scaling={rule!r} is not allowed: use none, linear (lr x batch_size / "
+            "base_batch_size) or sqrt (lr x its square root)."
+        )
+    ratio = batch_size / base_batch_size
+    return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
+
+
+def accumulation_for(batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Micro batches per optimizer step on each device; refuses what does not divide exactly.
+
+    `batch_size` must already be a multiple of `world_size` (make_plan checks it first).
+    """
+    per_step = micro_batch_size * world_size
+    if batch_size % per_step:
+        raise ConfigError(
+            f"batch_size={batch_size} cannot be split into micro batches of {micro_batch_size} "
+            f"on {world_size} device(s): {micro_batch_size} x {world_size} = {per_step} does not "
+            f"divide {batch_size}. Choose a micro_batch_size that divides "
+            f"{batch_size // world_size} (batch_size per device), e.g. micro_batch_size="
+            f"{largest_divisor_at_most(batch_size // world_size, micro_batch_size)}."
+        )
+    return batch_size // per_step
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of n that is <= limit (at least 1)."""
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def make_plan(
+    *,
+    batch_size: int,
+    micro_batch_size: int | None,
+    world_size: int,
+    lr: float,
+    lr_scaling: str,
+    base_batch_size: Any,
+) -> Plan:
+    check_whole_number("base_batch_size", base_batch_size, 1, "256")
+    if batch_size % world_size:
+        raise ConfigError(
+            f"batch_size={batch_size} cannot be shared by {world_size} devices: it must be a "
+            f"multiple of the world size ({world_size}), e.g. batch_size="
+            f"{world_size * max(1, batch_size // world_size)}."
+        )
+    if micro_batch_size is None:
+        micro_batch_size = batch_size // world_size
+    check_whole_number("micro_batch_size", micro_batch_size, 1, str(batch_size // world_size))
+    accumulate = accumulation_for(batch_size, micro_batch_size, world_size)
+    return Plan(
+        batch_size=batch_size,
+        world_size=world_size,
+        micro_batch_size=micro_batch_size,
+        accumulate_grad_batches=accumulate,
+        lr=lr,
+        lr_scaling=lr_scaling,
+        base_batch_size=base_batch_size,
+        lr_effective=scaled_lr(lr, batch_size, base_batch_size, lr_scaling),
+    )
+
+
+def with_micro_batch(plan: Plan, micro_batch_size: int) -> Plan:
+    """The same global batch with another micro batch: accumulation re-derived."""
+    accumulate = accumulation_for(plan.batch_size, micro_batch_size, plan.world_size)
+    return Plan(
+        **{
+            **plan.as_dict(),
+            "micro_batch_size": micro_batch_size,
+            "accumulate_grad_batches": accumulate,
+        }
+    )
+
+
+def optimizer_steps_per_epoch(train_size: int, plan: Plan) -> int:
+    """What Lightning will count: each device sees its share of the data in micro batches,
+    and the last incomplete accumulation of an epoch still steps the optimizer."""
+    per_device = math.ceil(train_size / plan.world_size)
+    micro_batches = math.ceil(per_device / plan.micro_batch_size)
+    return math.ceil(micro_batches / plan.accumulate_grad_batches)
