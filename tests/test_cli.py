@@ -43,6 +43,7 @@ def test_adam_lr_0001_trains_what_it_says(tmp_path):
     assert record["hparams"]["optimizer"] == "adam" and record["hparams"]["lr"] == 0.001
     assert record["metrics"]["test/acc"] >= 0.97  # the template's quality bar on digits
     assert record["duration_s"] > 0
+    assert record["trained"]["throughput"]["device/samples_per_sec"] > 0  # ThroughputMonitor
     # what actually trained, as built in configure_optimizers ...
     assert record["trained"]["optimizer"]["class"] == "Adam"
     assert {g["lr"] for g in record["trained"]["optimizer"]["param_groups"]} == {0.001}
@@ -88,9 +89,9 @@ def test_help_lists_every_group_and_option():
         "onecycle, plateau, step, warmup_cosine, warmup_linear, wsd",
         "tune: all, batch_size, lr, none",
         "hparams_search: optuna",
-        "trainer: cpu, ddp, ddp_cpu, default, gpu, mps",
-        "model: cnn, mlp",
-        "data: digits",
+        "trainer: cpu, ddp, ddp_cpu, default, fsdp, gpu, mps",
+        "model: cnn, gpt, mlp",
+        "data: digits, text",
         "logger: csv, many, mlflow, none, tensorboard, wandb",
         "debug: fdr, limit, overfit, profiler",
     ]:

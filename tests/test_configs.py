@@ -97,6 +97,18 @@ def test_option_composes_and_instantiates(group, option, compose_in):
     ):
         # no such device here: build the same trainer on the CPU to check the rest of it
         trainer_cfg = OmegaConf.merge(trainer_cfg, {"accelerator": "cpu", "devices": 1})
+    if "fsdp" in str(trainer_cfg.get("strategy")) and not torch.cuda.is_available():
+        # Lightning's FSDP needs CUDA: check the strategy builds, not a Trainer around it
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        assert isinstance(instantiate(trainer_cfg.strategy), FSDPStrategy)
+        return
     trainer = build_trainer(trainer_cfg, callbacks, loggers)
     assert trainer.max_epochs == cfg.max_epochs or trainer.fast_dev_run
     assert datamodule.batch_size == cfg.batch_size
+
+
+def test_grad_clip_and_num_nodes_reach_the_trainer(compose_in):
+    cfg = compose_in("grad_clip=0.5", "trainer.num_nodes=2")
+    assert cfg.trainer.gradient_clip_val == 0.5 and cfg.trainer.num_nodes == 2
+    assert compose_in().trainer.gradient_clip_val is None

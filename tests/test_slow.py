@@ -12,7 +12,10 @@ from test_cli import cli_in, run_dirs
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf/experiment").glob("*")))
+DIGITS_EXAMPLES = sorted(p.stem for p in (ROOT / "conf/experiment").glob("digits_*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", DIGITS_EXAMPLES)
 def test_worked_examples_reach_their_accuracy(experiment, tmp_path):
     result = cli_in(tmp_path, f"experiment={experiment}", "logger=none")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -20,6 +23,17 @@ def test_worked_examples_reach_their_accuracy(experiment, tmp_path):
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "completed"
     assert record["metrics"]["test/acc"] >= 0.97
+
+
+def test_gpt_small_beats_the_unigram_baseline_by_a_wide_margin(tmp_path):
+    result = cli_in(tmp_path, "experiment=gpt_small", "logger=none", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path, task="gpt_small")
+    record = json.loads((run / "metrics.json").read_text())
+    metrics = record["metrics"]
+    assert record["status"] == "completed"
+    assert metrics["val/bpb"] < metrics["val/unigram_bpb"] - 1.5
+    assert record["trained"]["throughput"]["device/items_per_sec"] > 0  # tokens/s
 
 
 def test_ddp_on_two_cpu_processes_writes_one_verdict(tmp_path):
@@ -36,3 +50,15 @@ def test_ddp_on_two_cpu_processes_writes_one_verdict(tmp_path):
     )
     assert (run / "train_ddp_process_1.log").exists()  # the second rank really ran
     assert len(list((tmp_path / "outputs").glob("**/metrics.json"))) == 1
+
+
+def test_compile_on_cpu_trains_and_checkpoints_load_uncompiled(tmp_path):
+    result = cli_in(tmp_path, "compile=true", "debug=limit", "logger=none", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path, task="debug")
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    import torch
+
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)  # same keys as without compile

@@ -154,7 +154,9 @@ def test_folds_partition_train_and_val_and_never_touch_test():
 
 
 def test_three_fold_cross_validation_in_one_run(tmp_path):
-    cfg = compose_run(["debug=limit", "logger=none", "callbacks=none", "cv.folds=3"], tmp_path)
+    cfg = compose_run(
+        ["debug=limit", "logger=none", "callbacks=checkpoint", "cv.folds=3"], tmp_path
+    )
     objective = train(cfg)
     record = json.loads((tmp_path / "metrics.json").read_text())
     metrics = record["metrics"]

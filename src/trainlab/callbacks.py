@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.trainer.states import RunningStage
 
 
 class Diverged(RuntimeError):
@@ -32,3 +33,28 @@ class DivergenceGuard(Callback):
             f"diverged at step {trainer.global_step} (epoch {trainer.current_epoch}, "
             f"batch {batch_idx}) with lr={lr}: the training loss is {value}"
         )
+
+
+def samples_in(batch) -> int:
+    """Samples in a batch of (inputs, targets)."""
+    return len(batch[0])
+
+
+def tokens_in(batch) -> int:
+    """Tokens in a batch of (B, T) token ids: the `items` of a language model's throughput."""
+    return batch[0].numel()
+
+
+class ThroughputSummary(ThroughputMonitor):
+    """Lightning's ThroughputMonitor (samples/s, items/s, MFU where the device's peak FLOPs are
+    known), keeping its last training numbers so the run can put them in metrics.json."""
+
+    def __init__(self, batch_size_fn=samples_in, length_fn=None, **kwargs) -> None:
+        super().__init__(batch_size_fn=batch_size_fn, length_fn=length_fn, **kwargs)
+        self.summary: dict[str, float] = {}
+
+    def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
+        super()._compute(trainer, iter_num)
+        if trainer.state.stage == RunningStage.TRAINING:
+            computed = self._throughputs[RunningStage.TRAINING].compute()
+            self.summary = {name: float(value) for name, value in computed.items()}

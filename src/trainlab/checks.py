@@ -82,7 +82,7 @@ def check_choice(name: str, value: Any, allowed: Iterable[str], meaning: str = "
     allowed = tuple(allowed)
     if value not in allowed:
         raise ConfigError(
-            f"{name}={value!r} is not allowed: use one of {', '.join(allowed)}{meaning}."
+            f"{name}={value!r} is not allowed: use one of {', '.join(map(str, allowed))}{meaning}."
         )
 
 

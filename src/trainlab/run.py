@@ -19,23 +19,25 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.callbacks import Diverged, DivergenceGuard
+from trainlab.callbacks import Diverged, DivergenceGuard, ThroughputSummary
 from trainlab.checks import (
     ConfigError,
     check_batch_fits,
     check_choice,
     check_knobs,
     check_optimized_metric,
+    check_positive_number,
     check_schedule_knobs,
 )
+from trainlab.distributed import distributed_job, in_sweep
 from trainlab.optim import WEIGHT_DECAY_GROUPS
 from trainlab.plan import LR_SCALINGS, make_plan
 from trainlab.record import worst_objective, write_metrics
+from trainlab.scale import compiled
 from trainlab.tune import tune_batch_size, tune_lr
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def instantiate_each(group: DictConfig | None) -> list[Any]:
     """Callbacks or loggers: one object per entry of the group that has a `_target_`."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+    return [instantiate(n) for n in group.values() if isinstance(n, DictConfig) and "_target_" in n]
 
 
 def build_trainer(
@@ -78,8 +80,15 @@ def build_trainer(
     if not loggers:
         # LearningRateMonitor has nowhere to write without a logger and would stop the run
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # no checkpoint callback configured (callbacks=none): Lightning must not add its own
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     try:
-        return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+        return instantiate(
+            trainer_cfg,
+            callbacks=callbacks,
+            logger=loggers or False,
+            enable_checkpointing=checkpointing,
+        )
     except InstantiationException as err:
         cause = err.__cause__ or err
         settings = ", ".join(
@@ -108,6 +117,9 @@ def check_config(cfg: DictConfig) -> None:
         folds=cfg.cv.folds,
     )
     check_schedule_knobs(warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)
+    if cfg.grad_clip is not None:
+        check_positive_number("grad_clip", cfg.grad_clip, "1.0")
+    check_choice("compile", cfg.compile, (True, False), " (torch.compile the network or not)")
     check_choice(
         "lr_scaling",
         cfg.lr_scaling,
@@ -160,6 +172,8 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # dataclass such as SchedulerSpec into a config node
     module = instantiate(cfg.model, _partial_=True)(optimizer=optimizer, scheduler=scheduler)
     check_optimized_metric(cfg.optimized_metric, module.logged_metrics)
+    if cfg.compile:
+        module.net = compiled(module.net)
 
     if cfg.tune.get("batch_size"):
         plan = tune_batch_size(trainer, module, datamodule, plan, cfg.tune.batch_size)
@@ -188,9 +202,18 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
         "best_checkpoint": best,
+        "throughput": throughput_of(trainer),
         "plan": plan.as_dict(),
     }
     return metrics, trained
+
+
+def throughput_of(trainer: L.Trainer) -> dict[str, float] | None:
+    """The last training numbers of the ThroughputMonitor, if the run had one."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, ThroughputSummary):
+            return callback.summary or None
+    return None
 
 
 def plan_summary(plan) -> dict[str, Any]:
@@ -288,10 +311,6 @@ def train(cfg: DictConfig) -> float:
     return objective
 
 
-def in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def log_through_hydra() -> None:
     """`import lightning` adds its own console handler; Hydra's root handlers already print
     (and save to <run dir>/train.log) everything, so without this each line shows twice."""
@@ -308,9 +327,10 @@ def main(cfg: DictConfig) -> float:
     """
     log_through_hydra()
     try:
-        return train(cfg)
+        with distributed_job():  # DDP inside a sweep: each job's ranks train that job
+            return train(cfg)
     except Exception as err:
-        if in_multirun():
+        if in_sweep():
             log.error("job failed, the sweep goes on: %s: %s", type(err).__name__, err)
             return worst_objective(cfg.optimized_direction)
         if not isinstance(err, ConfigError) or os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -36,6 +36,9 @@ class Classifier(L.LightningModule):
         "test/acc",
     )
 
+    # read by the ThroughputMonitor; None: no FLOP count, so no MFU for this small model
+    flops_per_batch = None
+
     def __init__(
         self,
         net: nn.Module,

@@ -1,0 +1,268 @@
+"""A GPT over bytes: the network (`GPT`, plain torch) and its LightningModule (`LanguageModel`).
+
+The network follows nanoGPT: token + learned position embeddings, pre-LayerNorm blocks of
+causal self-attention and a 4x GELU MLP, a final LayerNorm, and an output head that shares
+its weight with the token embedding. The vocabulary is the 256 byte values, so any text
+trains without a tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from torchmetrics import MeanMetric, MinMetric
+
+from trainlab.optim import SchedulerSpec, build_optimizer, describe_optimizer
+
+log = logging.getLogger(__name__)
+
+LN2 = math.log(2)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t sees positions <= t only."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd)  # queries, keys, values in one matmul
+        self.proj = nn.Linear(n_embd, n_embd)  # a residual projection (scaled init)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, heads, T, head size)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # the fused kernel (flash / memory-efficient where available) applies the causal mask
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd)
+        self.proj = nn.Linear(4 * n_embd, n_embd)  # a residual projection (scaled init)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """One transformer layer. FSDP wraps (shards) the model one `Block` at a time."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = MLP(n_embd, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # pre-LayerNorm: the residual stream itself is never normalized, which keeps deep
+        # stacks trainable without a careful warmup
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer: (B, T) token ids -> (B, T, vocab_size) next-token logits."""
+
+    def __init__(
+        self,
+        vocab_size: int = 256,
+        block_size: int = 128,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        dropout: float = 0.0,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.block_size = block_size
+        self.n_layer = n_layer
+        self.n_embd = n_embd
+        self.activation_checkpointing = activation_checkpointing
+
+        self.wte = nn.Embedding(vocab_size, n_embd)  # token embedding
+        self.wpe = nn.Embedding(block_size, n_embd)  # learned position embedding
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        # weight tying: reading a token in and writing it out use one matrix. Fewer
+        # parameters, and rare tokens' output rows learn from every occurrence as input.
+        self.lm_head.weight = self.wte.weight
+
+        self.apply(self._init_weights)
+        # each block adds two projections to the residual stream; scaling their init by
+        # 1/sqrt(2 * n_layer) keeps the stream's variance independent of depth (GPT-2)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+        # counted now: once FSDP shards the parameters, numel() sees only this rank's shard
+        self._non_embedding_params = self.num_params(non_embedding=True)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (the tied head counted once); `non_embedding` leaves out positions."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Approximate training FLOPs per token (forward + backward), nanoGPT's estimate:
+        6 per parameter (2 forward, 4 backward) plus the attention scores and weighted sum,
+        12 * n_layer * n_embd * seq_len. A forward pass alone is a third of it."""
+        T = self.block_size if seq_len is None else seq_len
+        return 6 * self._non_embedding_params + 12 * self.n_layer * self.n_embd * T
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        seq_len = idx.shape[1]
+        if seq_len > self.block_size:
+            raise ValueError(
+                f"sequence length {seq_len} is longer than block_size={self.block_size}"
+            )
+        pos = torch.arange(seq_len, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.blocks:
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                # keep only the block's input; recompute its activations in the backward pass
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+class LanguageModel(L.LightningModule):
+    """Next-byte prediction: cross-entropy per split, bits per byte, the best val loss."""
+
+    # every name this module logs: `optimized_metric` is checked against it before training
+    # (plus val/unigram_bpb, the data's baseline, when the datamodule provides it)
+    logged_metrics = (
+        "train/loss",
+        "val/loss",
+        "val/bpb",
+        "val/loss_best",
+        "test/loss",
+        "test/bpb",
+    )
+
+    def __init__(
+        self,
+        net: GPT,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: SchedulerSpec | None = None,
+        weight_decay_groups: str = "split",
+    ) -> None:
+        super().__init__()
+        # plain values only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_spec = scheduler
+        self.optimizer_built: dict[str, Any] | None = None
+        self._last_batch_shape: tuple[int, int] | None = None
+
+        # MeanMetrics weighted by tokens: a short last batch counts for what it holds
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.val_bpb = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.test_bpb = MeanMetric()
+        self.val_loss_best = MinMetric()
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """FLOPs of the last batch seen, for Lightning's ThroughputMonitor (MFU):
+        forward + backward in training, the forward third in validation and test."""
+        if self._last_batch_shape is None:
+            return None
+        batch, seq_len = self._last_batch_shape
+        flops = self.net.flops_per_token(seq_len) * batch * seq_len
+        return flops if self.training else flops // 3
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.net(idx)
+
+    def _shared_step(self, batch) -> tuple[torch.Tensor, int]:
+        x, y = batch
+        self._last_batch_shape = tuple(x.shape)
+        logits = self(x)
+        # in float32 whatever the precision: a bf16 log-softmax over 256 classes is coarse
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.reshape(-1))
+        return loss, y.numel()
+
+    def on_train_start(self) -> None:
+        # the sanity check ran validation on untrained weights: forget it
+        self.val_loss.reset()
+        self.val_bpb.reset()
+        self.val_loss_best.reset()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, tokens = self._shared_step(batch)
+        self.train_loss(loss.detach(), tokens)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, tokens = self._shared_step(batch)
+        self.val_loss(loss, tokens)
+        self.val_bpb(loss / LN2, tokens)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/bpb", self.val_bpb, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_loss_best(self.val_loss.compute())
+        self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True, prog_bar=True)
+        # the baseline to beat: a byte histogram of the train split, scored on val
+        unigram = getattr(getattr(self.trainer, "datamodule", None), "unigram_bpb", None)
+        if unigram is not None:
+            self.log("val/unigram_bpb", float(unigram))
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, tokens = self._shared_step(batch)
+        self.test_loss(loss, tokens)
+        self.test_bpb(loss / LN2, tokens)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/bpb", self.test_bpb, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
+        # recorded before a scheduler rewrites the lr
+        self.optimizer_built = describe_optimizer(optimizer)
+        log.info("optimizer: %s", self.optimizer_built)
+        if self.scheduler_spec is None:
+            return optimizer
+        spec = self.scheduler_spec
+        if spec.interval == "step":
+            length = self.trainer.estimated_stepping_batches
+        else:
+            length = self.trainer.max_epochs
+        return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}
