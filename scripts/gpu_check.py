@@ -85,6 +85,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per run")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny runs on the CPU")
+    parser.add_argument("--only", default="", help="run only the runs whose name has this")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
@@ -134,6 +135,8 @@ def main() -> int:
     peak = peak_flops()
     results = []
     for name, overrides in runs.items():
+        if args.only not in name:
+            continue
         extra = short if name.startswith("gpt") else ["logger=none"]
         results.append(
             run(

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchmetrics import MeanMetric, MinMetric
@@ -252,6 +253,16 @@ class LanguageModel(L.LightningModule):
         self.test_bpb(loss / LN2, tokens)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/bpb", self.test_bpb, on_step=False, on_epoch=True)
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Under FSDP each rank holds a shard of the gradients: only the wrapped root module's
+        `clip_grad_norm_` computes the global norm (Lightning's FSDP precision refuses to)."""
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
