@@ -65,6 +65,30 @@ class SchedulerSpec:
         return config
 
 
+class ConfiguredOptimizers:
+    """`configure_optimizers` for a LightningModule built from config.
+
+    The module holds `optimizer_factory` (a partial), `scheduler_spec` (a SchedulerSpec or
+    None) and `hparams.weight_decay_groups`; this builds the optimizer over the module's
+    parameter groups, records what was built (before a scheduler rewrites the lr: OneCycleLR
+    does at once) in `optimizer_built`, and sizes the schedule from Lightning's own count of
+    optimizer steps (or epochs).
+    """
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
+        self.optimizer_built = describe_optimizer(optimizer)
+        log.info("optimizer: %s", self.optimizer_built)
+        spec = self.scheduler_spec
+        if spec is None:
+            return optimizer
+        if spec.interval == "step":
+            length = self.trainer.estimated_stepping_batches
+        else:
+            length = self.trainer.max_epochs
+        return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}
+
+
 def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:
     """Class and per-group hyperparameters of an optimizer as built: what really trains."""
     groups = []

@@ -6,42 +6,16 @@ The images ship inside scikit-learn, so nothing is downloaded. The module owns
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold, train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from trainlab.data.batching import InMemoryDataModule, TensorBatches
 
 
-class TensorBatches(Dataset):
-    """Tensors indexed a whole batch at a time.
-
-    DataLoader calls `__getitems__` with the batch's indices, so one fancy-index
-    replaces a Python loop over samples and a collate. It is still a plain map-style
-    dataset, so Lightning can put a DistributedSampler in front of it.
-    """
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        return tuple(t[index] for t in self.tensors)
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices)
-        return tuple(t[index] for t in self.tensors)
-
-
-def _already_collated(batch):
-    """`__getitems__` returns a finished batch: nothing left to collate."""
-    return batch
-
-
-class DigitsDataModule(L.LightningDataModule):
+class DigitsDataModule(InMemoryDataModule):
     """1797 grey 8x8 digits, 10 classes; a stratified train/val/test split fixed by `seed`.
 
     Pixels are standardized with the mean and std of the *training* split only, so
@@ -126,22 +100,3 @@ class DigitsDataModule(L.LightningDataModule):
         self.train_set = standardized("train")
         self.val_set = standardized("val")
         self.test_set = standardized("test")
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=_already_collated,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)

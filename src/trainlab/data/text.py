@@ -13,13 +13,12 @@ import os
 import sysconfig
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainlab.checks import ConfigError
-from trainlab.data.digits import _already_collated
+from trainlab.data.batching import InMemoryDataModule
 
 # folders of a stdlib tree that are not the standard library, or not source
 SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
@@ -61,7 +60,7 @@ def _is_text(path: Path) -> bool:
         return b"\0" not in f.read(8192)
 
 
-class ByteTextDataModule(L.LightningDataModule):
+class ByteTextDataModule(InMemoryDataModule):
     """Byte-level language modelling on a file or a folder of text files.
 
     `path`: a text file, or a folder searched recursively for `pattern` (default: every
@@ -208,22 +207,6 @@ class ByteTextDataModule(L.LightningDataModule):
         self.train_set = ByteWindows(splits["train"], self.block_size)
         self.val_set = ByteWindows(splits["val"], self.block_size)
         self.unigram_bpb = self.unigram_bits_per_byte(splits["train"], splits["val"])
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=_already_collated,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         # no third split: held-out files are scarce, and test reports the best checkpoint

@@ -17,12 +17,12 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from trainlab.optim import SchedulerSpec, build_optimizer, describe_optimizer
+from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
 
 log = logging.getLogger(__name__)
 
 
-class Classifier(L.LightningModule):
+class Classifier(ConfiguredOptimizers, L.LightningModule):
     """Classification (cross-entropy by default); accuracy per split and the best val accuracy."""
 
     # every name this module logs: `optimized_metric` is checked against it before training
@@ -104,17 +104,3 @@ class Classifier(L.LightningModule):
         self.test_acc(preds, targets)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
-
-    def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
-        # recorded before a scheduler rewrites the lr (OneCycleLR does at once)
-        self.optimizer_built = describe_optimizer(optimizer)
-        log.info("optimizer: %s", self.optimizer_built)
-        if self.scheduler_spec is None:
-            return optimizer
-        spec = self.scheduler_spec
-        if spec.interval == "step":
-            length = self.trainer.estimated_stepping_batches
-        else:
-            length = self.trainer.max_epochs
-        return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}

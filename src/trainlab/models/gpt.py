@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchmetrics import MeanMetric, MinMetric
 
-from trainlab.optim import SchedulerSpec, build_optimizer, describe_optimizer
+from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-class LanguageModel(L.LightningModule):
+class LanguageModel(ConfiguredOptimizers, L.LightningModule):
     """Next-byte prediction: cross-entropy per split, bits per byte, the best val loss."""
 
     # every name this module logs: `optimized_metric` is checked against it before training
@@ -263,17 +263,3 @@ class LanguageModel(L.LightningModule):
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
-        # recorded before a scheduler rewrites the lr
-        self.optimizer_built = describe_optimizer(optimizer)
-        log.info("optimizer: %s", self.optimizer_built)
-        if self.scheduler_spec is None:
-            return optimizer
-        spec = self.scheduler_spec
-        if spec.interval == "step":
-            length = self.trainer.estimated_stepping_batches
-        else:
-            length = self.trainer.max_epochs
-        return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}
