@@ -63,7 +63,11 @@ def main(argv: list[str]) -> int:
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=plan.lr_effective)
     length = total if spec.interval == "step" else cfg.max_epochs
-    scheduler = spec.lightning_config(optimizer, length)["scheduler"]
+    try:
+        scheduler = spec.lightning_config(optimizer, length)["scheduler"]
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
     lrs = []
     for step in range(total):
         lrs.append(optimizer.param_groups[0]["lr"])

@@ -52,7 +52,7 @@ def fake_job(sweep: Path, num: int, overrides: dict, status: str | None, objecti
 def make_sweep(sweep: Path) -> None:
     num = 0
     for optimizer in ("sgd", "adam"):
-        for lr in (0.001, 0.01, 0.1):
+        for lr in (1e-05, 0.01, 0.1):  # Hydra writes 1e-5 as "1e-05", which YAML reads as text
             for batch_size in (32, 128):
                 objective = 0.5 + lr + (0.1 if optimizer == "adam" else 0) + batch_size / 10000
                 fake_job(
@@ -65,7 +65,7 @@ def make_sweep(sweep: Path) -> None:
                 num += 1
     fake_job(sweep, num, {"optimizer": "sgd", "lr": 10.0, "batch_size": 32}, "diverged")
     fake_job(sweep, num + 1, {"optimizer": "sgd", "lr": 10.0, "batch_size": 128}, "failed")
-    fake_job(sweep, num + 2, {"optimizer": "adam", "lr": 10.0, "batch_size": 32}, None)
+    fake_job(sweep, num + 2, {"optimizer": "adam", "lr": 1e-05, "batch_size": 32}, None)
 
 
 def test_report_rows_order_best_mark_and_plots(tmp_path):
@@ -80,6 +80,7 @@ def test_report_rows_order_best_mark_and_plots(tmp_path):
     best = table.iloc[0]
     assert (best["optimizer"], best["lr"], best["batch_size"]) == ("adam", 0.1, 128)
     assert {"optimizer", "lr", "batch_size", "test/acc", "epochs", "duration_s"} <= set(table)
+    assert table["lr"].dtype.kind == "f"  # numbers, also where read from "lr=1e-05"
 
     text = summary_md.read_text()
     assert "best: job" in text and "1 diverged" in text and "1 unfinished" in text

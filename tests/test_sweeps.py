@@ -180,3 +180,11 @@ def test_cross_validation_inside_a_sweep(tmp_path):
     import pandas as pd
 
     assert pd.read_csv(sweep / "summary.csv")["cv_mean"].notna().all()
+
+
+def test_cross_validation_needs_a_datamodule_with_folds(tmp_path):
+    from trainlab.checks import ConfigError
+
+    cfg = compose_run(["experiment=gpt_small", "cv.folds=2"], tmp_path)
+    with pytest.raises(ConfigError, match="cv.folds=2 needs a datamodule that can cut folds"):
+        train(cfg)

@@ -66,3 +66,9 @@ def test_tuning_refuses_a_multi_device_run(compose_in):
     cfg = compose_in("logger=none", "callbacks=none", "tune=lr", "trainer=ddp_cpu")
     with pytest.raises(ConfigError, match="runs on one device"):
         train(cfg)
+
+
+def test_lr_range_test_cut_short_says_why(compose_in):
+    cfg = compose_in("logger=none", "callbacks=none", "tune=lr", "debug=limit")
+    with pytest.raises(ConfigError, match="ran only 6 of tune.lr.num_training=100 steps"):
+        train(cfg)

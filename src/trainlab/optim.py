@@ -77,8 +77,10 @@ class ConfiguredOptimizers:
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
-        self.optimizer_built = describe_optimizer(optimizer)
-        log.info("optimizer: %s", self.optimizer_built)
+        built = describe_optimizer(optimizer)
+        if built != getattr(self, "optimizer_built", None):  # once, not per LR-test trial
+            log.info("optimizer: %s", built)
+        self.optimizer_built = built
         spec = self.scheduler_spec
         if spec is None:
             return optimizer
@@ -244,12 +246,5 @@ def build_optimizer(
     if not split:
         return factory([p for p in module.parameters() if p.requires_grad])
     decay, no_decay = split_for_weight_decay(module)
-    log.info(
-        "weight decay on %d tensors (%d values); none on %d tensors (%d values: biases, "
-        "norm weights, embeddings)",
-        len(decay),
-        sum(p.numel() for p in decay),
-        len(no_decay),
-        sum(p.numel() for p in no_decay),
-    )
+    # the split shows once in the log, as the two param groups of the "optimizer:" line
     return factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])

@@ -34,6 +34,7 @@ METRIC_LABELS = {
     "test/loss": "test loss",
 }
 CURVES_OF_BEST = 3
+MAX_GRID = 12  # more distinct values than this: a search, not a grid
 
 
 def label(metric: str) -> str:
@@ -48,13 +49,25 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     )
 
 
+def override_value(text: str) -> Any:
+    """A value as typed on the command line: YAML reads `1e-05` (Hydra's spelling of 1e-5)
+    as a string, so numbers get a second chance as floats."""
+    value = yaml.safe_load(text) if text else text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def read_job(job: Path) -> dict[str, Any]:
     """One row of the summary: what was overridden, what came out."""
     overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides)}
     for override in overrides:
         key, _, value = override.partition("=")
-        row[key.lstrip("+~")] = yaml.safe_load(value) if value else value
+        row[key.lstrip("+~")] = override_value(value)
     metrics_file = job / "metrics.json"
     if not metrics_file.exists():
         return {**row, "status": "unfinished"}
@@ -62,8 +75,7 @@ def read_job(job: Path) -> dict[str, Any]:
     metrics = record.get("metrics", {})
     trained = record.get("trained", {})
     folds = trained.get("folds")
-    for key, value in record.get("hparams", {}).items():
-        row.setdefault(key, value)
+    row.update(record.get("hparams", {}))  # typed as the run saw them
     row.update(
         status=record["status"],
         objective=record.get("objective"),
@@ -175,14 +187,17 @@ def plot_objective_vs_lr(df, sweep_dir: Path, metric: str) -> Path | None:
 
 
 def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> Path | None:
-    """lr x batch size grid of the best objective per cell; empty cells diverged or failed."""
+    """lr x batch size grid of the best objective per cell, for grid sweeps (an Optuna search
+    samples lr continuously: no grid to draw). Grey cells: only diverged or failed jobs."""
+    import matplotlib
     import matplotlib.pyplot as plt
     import numpy as np
 
-    if not {"lr", "batch_size"} <= set(df) or df["lr"].nunique() < 2:
+    if not {"lr", "batch_size"} <= set(df) or not 2 <= df["lr"].nunique() <= MAX_GRID:
         return None
-    if df["batch_size"].nunique() < 2:
+    if not 2 <= df["batch_size"].nunique() <= MAX_GRID:
         return None
+    ran = {(b, lr) for b, lr in zip(df["batch_size"], df["lr"], strict=True)}
     done = df[df["status"] == "completed"]
     table = done.pivot_table(
         index="batch_size",
@@ -194,17 +209,19 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
         index=sorted(df["batch_size"].unique()), columns=sorted(df["lr"].unique())
     )
     fig, ax = plt.subplots(figsize=(1.2 * len(table.columns) + 2.5, 0.8 * len(table.index) + 2))
-    image = ax.imshow(
-        table.to_numpy(dtype=float),
-        cmap="viridis" if direction == "maximize" else "viridis_r",
-        aspect="auto",
-    )
+    cmap = matplotlib.colormaps["viridis" if direction == "maximize" else "viridis_r"].copy()
+    cmap.set_bad("lightgrey")
+    image = ax.imshow(np.ma.masked_invalid(table.to_numpy(dtype=float)), cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(table.columns)), [f"{v:g}" for v in table.columns])
     ax.set_yticks(range(len(table.index)), [str(v) for v in table.index])
     ax.set_xlabel("learning rate")
     ax.set_ylabel("batch size")
     for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
-        text = "diverged/\nfailed" if np.isnan(value) else f"{value:.3f}"
+        if np.isnan(value):
+            ran_here = (table.index[i], table.columns[j]) in ran
+            text = "diverged/\nfailed" if ran_here else "not run"
+        else:
+            text = f"{value:.3f}"
         ax.text(
             j,
             i,
@@ -212,8 +229,8 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
             ha="center",
             va="center",
             fontsize=8,
-            color="white" if np.isnan(value) else "black",
-            bbox=None if np.isnan(value) else {"facecolor": "white", "alpha": 0.6, "lw": 0},
+            color="black",
+            bbox={"facecolor": "white", "alpha": 0.6, "lw": 0},
         )
     fig.colorbar(image, ax=ax, label=label(metric))
     ax.set_title(

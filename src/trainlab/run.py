@@ -132,6 +132,11 @@ def check_config(cfg: DictConfig) -> None:
         WEIGHT_DECAY_GROUPS,
         " (split: no decay on biases, norm weights and embeddings; auto: split for adamw)",
     )
+    if cfg.cv.folds and "fold" not in cfg.data:
+        raise ConfigError(
+            f"cv.folds={cfg.cv.folds} needs a datamodule that can cut folds (data=digits); "
+            f"this data config has no `fold` argument. Use cv.folds=0."
+        )
     if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
         raise ConfigError(
             f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
@@ -182,6 +187,7 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         plan.tuned["lr_suggested"] = suggested
         plan.lr_effective = suggested
         module.optimizer_factory, module.scheduler_spec = optimizer_and_scheduler(cfg, suggested)
+    if plan.tuned:
         L.seed_everything(cfg.seed, workers=True)  # the same data order as without tuning
     log.info("plan: %s", plan.as_dict())
 

@@ -131,6 +131,11 @@ def tune_batch_size(
             max_trials=settings["max_trials"],
             max_val=per_device,
         )
+        if not found:
+            raise ConfigError(
+                "tune=batch_size: Lightning's batch-size finder found no micro batch that fits "
+                "in memory; set micro_batch_size by hand."
+            )
         chosen = largest_divisor_at_most(per_device, found)
         tuned = {
             "method": "memory (Lightning's batch-size finder)",
@@ -169,10 +174,16 @@ def tune_lr(
     )
     suggestion = finder.suggestion() if finder is not None else None
     if suggestion is None:
-        raise RuntimeError(
-            "the LR range test found no suggestion (too few steps before the loss blew up): "
-            "raise tune.lr.num_training or lower tune.lr.max_lr"
-        )
+        ran = len(finder.results.get("lr", [])) if finder is not None else 0
+        if ran < settings["num_training"]:
+            why = (
+                f"it ran only {ran} of tune.lr.num_training={settings['num_training']} steps: "
+                "the test cannot run longer than max_epochs x the training batches of an "
+                "epoch (limit_train_batches) allow; raise those or lower tune.lr.num_training"
+            )
+        else:
+            why = "the loss never fell before it blew up: lower tune.lr.min_lr"
+        raise ConfigError(f"The LR range test found no suggestion: {why}.")
     output_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(finder.results).to_csv(output_dir / "lr_find.csv", index=False)
     fig = finder.plot(suggest=True, show=False)
