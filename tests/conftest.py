@@ -51,9 +51,14 @@ def compose_in(tmp_path):
     return _compose
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python train.py <args>` as a user types it, one thread."""
+def run_cli(
+    *args: str, cwd: Path = ROOT, timeout: float = 300, project: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`python train.py <args>` as a user types it, one thread; with `project`, that folder is
+    the project root, so outputs/ lands there."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if project is not None:
+        env["PROJECT_ROOT"] = str(project)
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],

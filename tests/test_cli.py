@@ -23,11 +23,7 @@ def run_dirs(project: Path, task: str = "train") -> list[Path]:
 
 def cli_in(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run train.py with `project` as the project root, so outputs/ lands there."""
-    os.environ["PROJECT_ROOT"] = str(project)
-    try:
-        return run_cli(*args, **kwargs)
-    finally:
-        os.environ["PROJECT_ROOT"] = str(ROOT)
+    return run_cli(*args, project=project, **kwargs)
 
 
 def test_adam_lr_0001_trains_what_it_says(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, compose_run
+from conftest import ROOT, compose_run, run_cli
 from trainlab import distributed
 
 RANK_1_LOG = "train_ddp_process_1.log"
@@ -78,16 +78,7 @@ def test_a_single_run_is_left_alone(tmp_path):
 
 def run_train(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python train.py <args>` with `project` as the project root (outputs/ lands there)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROJECT_ROOT": str(project)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(*args, project=project, timeout=timeout)
 
 
 def logged_dict(log: Path, prefix: str) -> dict:
