@@ -26,14 +26,20 @@ def cli_in(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return run_cli(*args, project=project, **kwargs)
 
 
-def test_adam_lr_0001_trains_what_it_says(tmp_path):
-    result = cli_in(tmp_path, "optimizer=adam", "lr=0.001")
+def completed_run(project: Path, task: str, *args: str, timeout: float = 300):
+    """`python train.py <args>` must succeed with exactly one run directory of `task` under
+    `project`, whose metrics.json says completed: returns that directory and the record."""
+    result = cli_in(project, *args, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path)
-    assert RUN_DIR.search(run.as_posix()), run
-
+    (run,) = run_dirs(project, task=task)
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "completed"
+    return run, record
+
+
+def test_adam_lr_0001_trains_what_it_says(tmp_path):
+    run, record = completed_run(tmp_path, "train", "optimizer=adam", "lr=0.001")
+    assert RUN_DIR.search(run.as_posix()), run
     assert record["optimized_metric"] == "val/acc_best"
     assert record["objective"] == record["metrics"]["val/acc_best"]
     assert record["hparams"]["optimizer"] == "adam" and record["hparams"]["lr"] == 0.001

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from conftest import ROOT
-from test_cli import cli_in, run_dirs
+from test_cli import completed_run
 
 pytestmark = pytest.mark.slow
 
@@ -17,31 +15,23 @@ DIGITS_EXAMPLES = sorted(p.stem for p in (ROOT / "conf/experiment").glob("digits
 
 @pytest.mark.parametrize("experiment", DIGITS_EXAMPLES)
 def test_worked_examples_reach_their_accuracy(experiment, tmp_path):
-    result = cli_in(tmp_path, f"experiment={experiment}", "logger=none")
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path, task=experiment)
-    record = json.loads((run / "metrics.json").read_text())
-    assert record["status"] == "completed"
+    _, record = completed_run(tmp_path, experiment, f"experiment={experiment}", "logger=none")
     assert record["metrics"]["test/acc"] >= 0.97
 
 
 def test_gpt_small_beats_the_unigram_baseline_by_a_wide_margin(tmp_path):
-    result = cli_in(tmp_path, "experiment=gpt_small", "logger=none", timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path, task="gpt_small")
-    record = json.loads((run / "metrics.json").read_text())
+    _, record = completed_run(
+        tmp_path, "gpt_small", "experiment=gpt_small", "logger=none", timeout=900
+    )
     metrics = record["metrics"]
-    assert record["status"] == "completed"
     assert metrics["val/bpb"] < metrics["val/unigram_bpb"] - 1.5
     assert record["trained"]["throughput"]["device/items_per_sec"] > 0  # tokens/s
 
 
 def test_ddp_on_two_cpu_processes_writes_one_verdict(tmp_path):
-    result = cli_in(tmp_path, "trainer=ddp_cpu", "batch_size=512", "debug=limit", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path, task="debug")
-    record = json.loads((run / "metrics.json").read_text())
-    assert record["status"] == "completed"
+    run, record = completed_run(
+        tmp_path, "debug", "trainer=ddp_cpu", "batch_size=512", "debug=limit", timeout=600
+    )
     plan = record["plan"]  # 2 processes x 256, no accumulation
     assert (plan["world_size"], plan["micro_batch_size"], plan["accumulate_grad_batches"]) == (
         2,
@@ -53,11 +43,9 @@ def test_ddp_on_two_cpu_processes_writes_one_verdict(tmp_path):
 
 
 def test_compile_on_cpu_trains_and_checkpoints_load_uncompiled(tmp_path):
-    result = cli_in(tmp_path, "compile=true", "debug=limit", "logger=none", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path, task="debug")
-    record = json.loads((run / "metrics.json").read_text())
-    assert record["status"] == "completed"
+    run, record = completed_run(
+        tmp_path, "debug", "compile=true", "debug=limit", "logger=none", timeout=600
+    )
     import torch
 
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

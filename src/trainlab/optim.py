@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from trainlab.checks import ConfigError
+from trainlab.checks import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,15 @@ def split_for_weight_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[
     return decay, no_decay
 
 
+def check_weight_decay_groups(value: Any) -> None:
+    check_choice(
+        "weight_decay_groups",
+        value,
+        WEIGHT_DECAY_GROUPS,
+        " (split: no decay on biases, norm weights and embeddings; auto: split for adamw)",
+    )
+
+
 def build_optimizer(
     module: nn.Module, factory: Callable[..., Optimizer], weight_decay_groups: str = "auto"
 ) -> Optimizer:
@@ -235,10 +244,7 @@ def build_optimizer(
     weight decay; `all` decays every parameter (torch's default); `auto` splits for AdamW,
     whose decoupled decay is the one meant to be used with a real weight_decay.
     """
-    if weight_decay_groups not in WEIGHT_DECAY_GROUPS:
-        raise ValueError(
-            f"weight_decay_groups={weight_decay_groups!r} is not one of {WEIGHT_DECAY_GROUPS}"
-        )
+    check_weight_decay_groups(weight_decay_groups)
     optimizer_class = getattr(factory, "func", factory)
     split = weight_decay_groups == "split" or (
         weight_decay_groups == "auto" and issubclass(optimizer_class, torch.optim.AdamW)

@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from trainlab.checks import ConfigError, check_whole_number
+from trainlab.checks import ConfigError, check_choice, check_whole_number
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 
@@ -39,12 +39,14 @@ class Plan:
         return asdict(self)
 
 
+def check_lr_scaling(rule: Any) -> None:
+    check_choice(
+        "lr_scaling", rule, LR_SCALINGS, ": lr x (batch_size / base_batch_size), or its square root"
+    )
+
+
 def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
-    if rule not in LR_SCALINGS:
-        raise ConfigError(
-            f"lr_scaling={rule!r} is not allowed: use none, linear (lr x batch_size / "
-            "base_batch_size) or sqrt (lr x its square root)."
-        )
+    check_lr_scaling(rule)
     ratio = batch_size / base_batch_size
     return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
 

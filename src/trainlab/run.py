@@ -34,8 +34,8 @@ from trainlab.checks import (
     check_schedule_knobs,
 )
 from trainlab.distributed import distributed_job, in_sweep
-from trainlab.optim import WEIGHT_DECAY_GROUPS
-from trainlab.plan import LR_SCALINGS, make_plan
+from trainlab.optim import check_weight_decay_groups
+from trainlab.plan import check_lr_scaling, make_plan
 from trainlab.record import worst_objective, write_metrics
 from trainlab.scale import compiled
 from trainlab.tune import tune_batch_size, tune_lr
@@ -120,18 +120,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.grad_clip is not None:
         check_positive_number("grad_clip", cfg.grad_clip, "1.0")
     check_choice("compile", cfg.compile, (True, False), " (torch.compile the network or not)")
-    check_choice(
-        "lr_scaling",
-        cfg.lr_scaling,
-        LR_SCALINGS,
-        ": lr x (batch_size / base_batch_size), or its square root",
-    )
-    check_choice(
-        "weight_decay_groups",
-        cfg.weight_decay_groups,
-        WEIGHT_DECAY_GROUPS,
-        " (split: no decay on biases, norm weights and embeddings; auto: split for adamw)",
-    )
+    check_lr_scaling(cfg.lr_scaling)
+    check_weight_decay_groups(cfg.weight_decay_groups)
     if cfg.cv.folds and "fold" not in cfg.data:
         raise ConfigError(
             f"cv.folds={cfg.cv.folds} needs a datamodule that can cut folds (data=digits); "
