@@ -4,6 +4,7 @@ The pipeline lives in src/trainlab/run.py; this file only hands the composed con
 """
 
 import os
+import sys
 import uuid
 
 import hydra
@@ -21,5 +22,20 @@ def main(cfg) -> float:
     return run(cfg)
 
 
+def continue_run_if_asked() -> None:
+    """`resume=<run dir>`: replace the command line by the one that run was started with."""
+    if not any(arg.startswith("resume=") for arg in sys.argv[1:]):
+        return
+    from trainlab.checks import ConfigError
+    from trainlab.rundir import resume_argv
+
+    try:
+        sys.argv = resume_argv(sys.argv)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    continue_run_if_asked()
     main()

@@ -51,19 +51,32 @@ def compose_in(tmp_path):
     return _compose
 
 
-def run_cli(
-    *args: str, cwd: Path = ROOT, timeout: float = 300, project: Path | None = None
-) -> subprocess.CompletedProcess:
-    """`python train.py <args>` as a user types it, one thread; with `project`, that folder is
-    the project root, so outputs/ lands there."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def cli_env(project: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a `train.py` subprocess: one thread, no HYDRA_FULL_ERROR; with
+    `project`, that folder is the project root, so outputs/ lands there."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
     if project is not None:
         env["PROJECT_ROOT"] = str(project)
     env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *args]
+
+
+def run_cli(
+    *args: str,
+    cwd: Path = ROOT,
+    timeout: float = 300,
+    project: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """`python train.py <args>` as a user types it (see `cli_env`)."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        train_cmd(*args),
         cwd=cwd,
-        env=env,
+        env={**cli_env(project), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

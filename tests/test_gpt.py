@@ -106,7 +106,7 @@ def test_language_model_saves_plain_hparams_and_reports_flops():
     assert module.flops_per_batch is None  # nothing seen yet
     x, y = as_batch(b"flops " * 50, block_size=32, n=4)
     module.train()
-    module._shared_step((x, y))
+    module._step((x, y), module.train_metrics)
     assert module.flops_per_batch == module.net.flops_per_token(32) * 4 * 32
     module.eval()
     assert module.flops_per_batch == module.net.flops_per_token(32) * 4 * 32 // 3

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from trainlab.record import DIRECTIONS
+DIRECTIONS = ("maximize", "minimize")
 
 
 class ConfigError(ValueError):

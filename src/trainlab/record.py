@@ -15,8 +15,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
-METRICS_FILE = "metrics.json"
-DIRECTIONS = ("maximize", "minimize")
+from trainlab.rundir import METRICS_FILE
 
 
 def worst_objective(direction: str) -> float:

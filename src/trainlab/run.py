@@ -10,9 +10,12 @@ import copy
 import logging
 import math
 import os
+import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.callbacks import Diverged, DivergenceGuard, ThroughputSummary
+from trainlab.callbacks import (
+    Diverged,
+    DivergenceGuard,
+    Interrupted,
+    LoopTimer,
+    StopOnSignal,
+    ThroughputSummary,
+)
+from trainlab.checkpoints import AtomicCheckpointIO, RngState, latest_checkpoint, read_checkpoint
 from trainlab.checks import (
     ConfigError,
     check_batch_fits,
@@ -32,11 +44,13 @@ from trainlab.checks import (
     check_optimized_metric,
     check_positive_number,
     check_schedule_knobs,
+    check_whole_number,
 )
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.optim import check_weight_decay_groups
-from trainlab.plan import check_lr_scaling, make_plan
+from trainlab.plan import Plan, check_lr_scaling, make_plan
 from trainlab.record import worst_objective, write_metrics
+from trainlab.rundir import read_record
 from trainlab.scale import compiled
 from trainlab.tune import tune_batch_size, tune_lr
 
@@ -88,6 +102,7 @@ def build_trainer(
             callbacks=callbacks,
             logger=loggers or False,
             enable_checkpointing=checkpointing,
+            plugins=[AtomicCheckpointIO()],  # a kill during a save leaves the old checkpoint
         )
     except InstantiationException as err:
         cause = err.__cause__ or err
@@ -127,11 +142,35 @@ def check_config(cfg: DictConfig) -> None:
             f"cv.folds={cfg.cv.folds} needs a datamodule that can cut folds (data=digits); "
             f"this data config has no `fold` argument. Use cv.folds=0."
         )
+    check_start(cfg)
     if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
         raise ConfigError(
             f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
             f"test={cfg.test} and cv.folds={cfg.cv.folds} (cross-validation never looks at the "
             "test split): optimize a val/ metric, or set test=true without cv.folds."
+        )
+
+
+def check_start(cfg: DictConfig) -> None:
+    """train / ckpt_path / resume: where the run starts from, and whether it trains at all."""
+    check_choice("train", cfg.train, (True, False), " (false: only evaluate ckpt_path)")
+    check_choice("deterministic", cfg.deterministic, (True, False, "warn"))
+    check_whole_number("checkpoint_every_n_steps", cfg.checkpoint_every_n_steps, 0, "200")
+    if cfg.resume is not None and cfg.ckpt_path is not None:
+        raise ConfigError(
+            f"resume={cfg.resume} and ckpt_path={cfg.ckpt_path} both name a starting point: "
+            "resume= continues a run in its own directory, ckpt_path= starts a new run (or, "
+            "with train=false, evaluates). Give one."
+        )
+    if not cfg.train and cfg.ckpt_path is None:
+        raise ConfigError(
+            "train=false evaluates a checkpoint, but no ckpt_path was given: add "
+            "ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+        )
+    if cfg.cv.folds and (cfg.ckpt_path is not None or cfg.resume is not None or not cfg.train):
+        raise ConfigError(
+            f"cv.folds={cfg.cv.folds} trains K models from scratch; it cannot start from or "
+            "evaluate a checkpoint (ckpt_path, resume, train=false). Use cv.folds=0."
         )
 
 
@@ -143,10 +182,71 @@ def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
     return instantiate(cfg.optimizer), instantiate(cfg.scheduler)
 
 
-def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Build, plan, tune (if asked), fit, test. Returns (metrics, what trained)."""
+def epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """Epochs whose training batches a Lightning checkpoint has all been through."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(progress.get("current", {}).get("processed", checkpoint.get("epoch", 0)))
+
+
+def starting_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """The checkpoint this run starts from, already checked to be readable: the latest one of
+    the run being resumed, or `ckpt_path`; (None, None) for a run from scratch."""
+    if cfg.resume is not None:
+        run_dir = Path(str(cfg.resume))
+        if run_dir.resolve() != Path(cfg.paths.output_dir).resolve():
+            raise ConfigError(
+                f"resume={run_dir} must continue in that directory, but this run writes to "
+                f"{cfg.paths.output_dir}: start it with python train.py resume={run_dir}"
+            )
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise ConfigError(f"resume={run_dir} has no checkpoints/last.ckpt to continue from.")
+        checkpoint = read_checkpoint(path, "resume")
+        done = epochs_trained(checkpoint)
+        if done >= cfg.max_epochs:
+            raise ConfigError(
+                f"resume={run_dir}: its last checkpoint ({path.name}) has trained {done} epochs, "
+                f"all of max_epochs={cfg.max_epochs}. To train further, give a larger max_epochs, "
+                f"e.g. resume={run_dir} max_epochs={2 * done}."
+            )
+        return str(path), checkpoint
+    if cfg.ckpt_path is not None:
+        return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path, "ckpt_path")
+    return None, None
+
+
+@contextmanager
+def checkpoint_must_fit(ckpt: str | None, model_choice: str | None) -> Iterator[None]:
+    """A checkpoint of another architecture: say which options built it, not a state_dict dump."""
+    try:
+        yield
+    except RuntimeError as err:
+        if ckpt is None or "state_dict" not in str(err):
+            raise
+        saved = Path(ckpt).resolve().parent.parent / ".hydra" / "overrides.yaml"
+        options = OmegaConf.load(saved) if saved.is_file() else None
+        hint = (
+            f" The run that saved it was started with: {' '.join(options) or '(no overrides)'}."
+            if options is not None
+            else ""
+        )
+        details = "; ".join(line.strip().rstrip(".")[:300] for line in str(err).splitlines()[1:3])
+        raise ConfigError(
+            f"ckpt_path={ckpt} does not fit the model this config builds (model={model_choice}): "
+            f"{details}. Give the same model and data options as the run that saved it.{hint}"
+        ) from err
+
+
+def fit_and_test(
+    cfg: DictConfig, stop: StopOnSignal, announce: Callable[[dict[str, Any]], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build, plan, tune (if asked), fit, test; or, with train=false, validate and test a
+    checkpoint. `announce(plan)` is called once the plan is known, before any training.
+    Returns (metrics, what trained)."""
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    previous = read_record(output_dir) if cfg.resume is not None else {}
+    ckpt, checkpoint = starting_checkpoint(cfg)
 
     callbacks = instantiate_each(cfg.get("callbacks"))
     trainer = build_trainer(cfg.trainer, callbacks, instantiate_each(cfg.get("logger")))
@@ -158,6 +258,8 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         lr_scaling=cfg.lr_scaling,
         base_batch_size=cfg.base_batch_size,
     )
+    if previous.get("plan", {}).get("tuned") and previous["plan"]["world_size"] == plan.world_size:
+        plan = Plan(**previous["plan"])  # a resumed run keeps what tuning chose, without re-tuning
     trainer.accumulate_grad_batches = plan.accumulate_grad_batches
 
     datamodule = instantiate(cfg.data, batch_size=plan.micro_batch_size)
@@ -170,9 +272,10 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.compile:
         module.net = compiled(module.net)
 
-    if cfg.tune.get("batch_size"):
+    tuning = cfg.train and ckpt is None
+    if tuning and cfg.tune.get("batch_size"):
         plan = tune_batch_size(trainer, module, datamodule, plan, cfg.tune.batch_size)
-    if cfg.tune.get("lr"):
+    if tuning and cfg.tune.get("lr"):
         suggested = tune_lr(trainer, module, datamodule, plan, cfg.tune.lr, output_dir)
         plan.tuned["lr_suggested"] = suggested
         plan.lr_effective = suggested
@@ -180,16 +283,33 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if plan.tuned:
         L.seed_everything(cfg.seed, workers=True)  # the same data order as without tuning
     log.info("plan: %s", plan.as_dict())
+    announce(plan.as_dict())
 
-    trainer.callbacks.append(DivergenceGuard())  # after tuning: the LR test diverges on purpose
+    # after tuning: the LR test diverges on purpose, and must not be checkpointed or resumed
+    timer = LoopTimer()
+    trainer.callbacks.extend([DivergenceGuard(), RngState(), stop, timer])
     for logger in trainer.loggers:  # so runs compare by the knobs in TensorBoard, MLflow, ...
         logger.log_hyperparams({**hparams_of(cfg, group_choices()), **plan_summary(plan)})
-    trainer.fit(module, datamodule=datamodule)
-    metrics = dict(trainer.callback_metrics)
-    best = best_checkpoint(trainer)
-    if cfg.test:
-        for results in trainer.test(module, datamodule=datamodule, ckpt_path=best):
-            metrics.update(results)
+    metrics: dict[str, Any] = {}
+    started = time.perf_counter()
+    with checkpoint_must_fit(ckpt, group_choices().get("model")):
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+            metrics.update(trainer.callback_metrics)
+            best = best_checkpoint(trainer)
+        else:
+            best = ckpt
+            for results in trainer.validate(
+                module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True
+            ):
+                metrics.update(results)
+        fitted = time.perf_counter()
+        if cfg.test:
+            for results in trainer.test(
+                module, datamodule=datamodule, ckpt_path=best, weights_only=True
+            ):
+                metrics.update(results)
+    tested = time.perf_counter()
 
     schedulers = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs]
     trained = {
@@ -198,9 +318,21 @@ def fit_and_test(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
         "best_checkpoint": best,
+        "fit_s": round(fitted - started, 3) if cfg.train else None,
+        "loop_s": round(timer.seconds, 3) if timer.seconds is not None else None,
+        "test_s": round(tested - fitted, 3) if cfg.test else None,
         "throughput": throughput_of(trainer),
         "plan": plan.as_dict(),
     }
+    if ckpt is not None:
+        how = "resumed_from" if cfg.resume is not None else "started_from"
+        if not cfg.train:
+            how = "evaluated"
+        trained[how] = {
+            "checkpoint": ckpt,
+            "epoch": checkpoint.get("epoch"),
+            "global_step": checkpoint.get("global_step"),
+        }
     return metrics, trained
 
 
@@ -216,7 +348,9 @@ def plan_summary(plan) -> dict[str, Any]:
     return {f"plan/{k}": v for k, v in plan.as_dict().items() if not isinstance(v, dict)}
 
 
-def cross_validate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def cross_validate(
+    cfg: DictConfig, stop: StopOnSignal, announce: Callable[[dict[str, Any]], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """K fits, one per stratified fold of train+val, each from the same seed, in fold_<k>/.
 
     Returns per-fold metrics (`fold<k>/<name>`) plus `cv/mean` and `cv/std` of the optimized
@@ -232,7 +366,7 @@ def cross_validate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         OmegaConf.update(fold_cfg, "test", False)
         OmegaConf.update(fold_cfg, "paths.output_dir", str(output_dir / f"fold_{k}"))
         log.info("cross-validation: fold %d of %d", k + 1, folds)
-        fold_metrics, fold_trained = fit_and_test(fold_cfg)
+        fold_metrics, fold_trained = fit_and_test(fold_cfg, stop, announce)
         values.append(float(fold_metrics[cfg.optimized_metric]))
         trained.append(fold_trained)
         metrics.update({f"fold{k}/{name}": v for name, v in fold_metrics.items()})
@@ -256,13 +390,17 @@ def cross_validate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def train(cfg: DictConfig) -> float:
-    """Run the pipeline and write `metrics.json` last; returns the objective for sweepers.
+    """Run the pipeline and write `metrics.json`; returns the objective for sweepers.
 
-    A run ends `completed`, `diverged` (the loss became NaN/inf: an outcome, returned as the
-    worst objective) or `failed` (raised: recorded, then raised again).
+    `metrics.json` says `running` (with the plan) once training starts, and at the end
+    `completed`, `diverged` (the loss became NaN/inf: an outcome, returned as the worst
+    objective), `interrupted` (SIGINT/SIGTERM: a checkpoint was saved, exit code 128 + signal)
+    or `failed` (raised: recorded, then raised again). A run killed with SIGKILL stays
+    `running`; `python train.py resume=<run dir>` continues it.
     """
     started = time.perf_counter()
     direction = cfg.optimized_direction
+    known: dict[str, Any] = {}  # the plan, once there is one: every later record carries it
 
     def finish(status: str, objective: float | None, metrics: dict, **extra: Any) -> Path | None:
         return write_metrics(
@@ -274,17 +412,24 @@ def train(cfg: DictConfig) -> float:
             metrics=metrics,
             hparams=hparams_of(cfg, group_choices()),
             duration_s=time.perf_counter() - started,
+            **known,
             **extra,
         )
 
+    def announce(plan: dict[str, Any]) -> None:
+        known["plan"] = plan
+        finish("running", None, {})
+
+    stop = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints")
     try:
-        check_config(cfg)
-        if cfg.cv.folds:
-            metrics, trained = cross_validate(cfg)
-            objective_key = "cv/mean"
-        else:
-            metrics, trained = fit_and_test(cfg)
-            objective_key = cfg.optimized_metric
+        with stop.installed():
+            check_config(cfg)
+            if cfg.cv.folds:
+                metrics, trained = cross_validate(cfg, stop, announce)
+                objective_key = "cv/mean"
+            else:
+                metrics, trained = fit_and_test(cfg, stop, announce)
+                objective_key = cfg.optimized_metric
         if objective_key not in metrics:
             raise RuntimeError(
                 f"the run ended without logging {objective_key} "
@@ -297,11 +442,21 @@ def train(cfg: DictConfig) -> float:
         log.warning("%s: recorded as diverged", err)
         finish("diverged", worst_objective(direction), {}, error=str(err))
         return worst_objective(direction)
+    except (Interrupted, SIGTERMException):
+        signum = stop.signum or signal.SIGTERM
+        saved = f"; saved {stop.saved}" if stop.saved else " before training started"
+        finish("interrupted", None, {}, error=f"stopped by {signal.Signals(signum).name}{saved}")
+        if stop.saved is not None:
+            log.warning(
+                "interrupted: continue with  python train.py resume=%s", cfg.paths.output_dir
+            )
+        raise SystemExit(128 + signum) from None
     except BaseException as err:
-        finish("failed", None, {}, error=f"{type(err).__name__}: {err}")
+        if cfg.resume is None or "plan" in known:  # a refused resume leaves the run's record
+            finish("failed", None, {}, error=f"{type(err).__name__}: {err}")
         raise
-    plan = trained.pop("plan")
-    path = finish("completed", objective, metrics, plan=plan, trained=trained)
+    known["plan"] = trained.pop("plan")
+    path = finish("completed", objective, metrics, trained=trained)
     if path is not None:  # rank 0 wrote it
         log.info("%s = %.4f  (%s)", objective_key, objective, path)
     return objective

@@ -211,4 +211,4 @@ class ByteTextDataModule(InMemoryDataModule):
     def test_dataloader(self) -> DataLoader:
         # no third split: held-out files are scarce, and test reports the best checkpoint
         # on them (at the epoch end the val numbers are of the last weights)
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)

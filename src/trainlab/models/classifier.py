@@ -13,16 +13,16 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
+from trainlab.models.epoch_metrics import EpochSums, LogsEpochMeans
 from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
 
 log = logging.getLogger(__name__)
 
 
-class Classifier(ConfiguredOptimizers, L.LightningModule):
+class Classifier(ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
     """Classification (cross-entropy by default); accuracy per split and the best val accuracy."""
 
     # every name this module logs: `optimized_metric` is checked against it before training
@@ -57,50 +57,44 @@ class Classifier(ConfiguredOptimizers, L.LightningModule):
         self.optimizer_built: dict[str, Any] | None = None
         self.criterion = loss if loss is not None else nn.CrossEntropyLoss()
 
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
-        self.val_acc_best = MaxMetric()
+        self.train_metrics = EpochSums("loss", "acc")
+        self.val_metrics = EpochSums("loss", "acc")
+        self.test_metrics = EpochSums("loss", "acc")
+        # a buffer, so a resumed run keeps its best-so-far
+        self.register_buffer("val_acc_best", torch.tensor(float("-inf")))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _shared_step(self, batch):
+    def _step(self, batch, metrics: EpochSums) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        return self.criterion(logits, y), logits.argmax(dim=1), y
-
-    def on_train_start(self) -> None:
-        # the sanity check ran validation on untrained weights: forget it
-        self.val_loss.reset()
-        self.val_acc.reset()
-        self.val_acc_best.reset()
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, preds, targets = self._shared_step(batch)
-        self.train_loss(loss)
-        self.train_acc(preds, targets)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        loss = self.criterion(logits, y)
+        metrics.add(len(y), loss=loss, acc=(logits.argmax(dim=1) == y).float().mean())
         return loss
 
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_metrics)
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_means("train", self.train_metrics)
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, preds, targets = self._shared_step(batch)
-        self.val_loss(loss)
-        self.val_acc(preds, targets)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self._step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+        if self.trainer.sanity_checking:  # a few batches of untrained (or resumed) weights
+            self.val_metrics.pop_means(self.trainer.strategy)
+            return
+        acc = self.log_epoch_means("val", self.val_metrics)["acc"]
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self.val_acc_best.copy_(torch.maximum(self.val_acc_best, acc))
+        else:  # validate(): no history, the best is this one
+            self.val_acc_best.copy_(acc)
+        self.log("val/acc_best", self.val_acc_best.clone(), prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        loss, preds, targets = self._shared_step(batch)
-        self.test_loss(loss)
-        self.test_acc(preds, targets)
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        self._step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_means("test", self.test_metrics, prog_bar=False)

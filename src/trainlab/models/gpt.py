@@ -17,10 +17,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchmetrics import MeanMetric, MinMetric
 
+from trainlab.models.epoch_metrics import EpochSums, LogsEpochMeans
 from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-class LanguageModel(ConfiguredOptimizers, L.LightningModule):
+class LanguageModel(ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
     """Next-byte prediction: cross-entropy per split, bits per byte, the best val loss."""
 
     # every name this module logs: `optimized_metric` is checked against it before training
@@ -191,13 +192,12 @@ class LanguageModel(ConfiguredOptimizers, L.LightningModule):
         self.optimizer_built: dict[str, Any] | None = None
         self._last_batch_shape: tuple[int, int] | None = None
 
-        # MeanMetrics weighted by tokens: a short last batch counts for what it holds
-        self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
-        self.val_bpb = MeanMetric()
-        self.test_loss = MeanMetric()
-        self.test_bpb = MeanMetric()
-        self.val_loss_best = MinMetric()
+        # sums weighted by tokens: a short last batch counts for what it holds
+        self.train_metrics = EpochSums("loss")
+        self.val_metrics = EpochSums("loss", "bpb")
+        self.test_metrics = EpochSums("loss", "bpb")
+        # a buffer, so a resumed run keeps its best-so-far
+        self.register_buffer("val_loss_best", torch.tensor(float("inf")))
 
     @property
     def flops_per_batch(self) -> int | None:
@@ -212,47 +212,47 @@ class LanguageModel(ConfiguredOptimizers, L.LightningModule):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.net(idx)
 
-    def _shared_step(self, batch) -> tuple[torch.Tensor, int]:
+    def _step(self, batch, metrics: EpochSums) -> torch.Tensor:
         x, y = batch
         self._last_batch_shape = tuple(x.shape)
         logits = self(x)
         # in float32 whatever the precision: a bf16 log-softmax over 256 classes is coarse
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.reshape(-1))
-        return loss, y.numel()
-
-    def on_train_start(self) -> None:
-        # the sanity check ran validation on untrained weights: forget it
-        self.val_loss.reset()
-        self.val_bpb.reset()
-        self.val_loss_best.reset()
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, tokens = self._shared_step(batch)
-        self.train_loss(loss.detach(), tokens)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        if "bpb" in metrics.names:
+            metrics.add(y.numel(), loss=loss, bpb=loss / LN2)
+        else:
+            metrics.add(y.numel(), loss=loss)
         return loss
 
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_metrics)
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_means("train", self.train_metrics)
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, tokens = self._shared_step(batch)
-        self.val_loss(loss, tokens)
-        self.val_bpb(loss / LN2, tokens)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/bpb", self.val_bpb, on_step=False, on_epoch=True, prog_bar=True)
+        self._step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_loss_best(self.val_loss.compute())
-        self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True, prog_bar=True)
+        if self.trainer.sanity_checking:  # a few batches of untrained (or resumed) weights
+            self.val_metrics.pop_means(self.trainer.strategy)
+            return
+        loss = self.log_epoch_means("val", self.val_metrics)["loss"]
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self.val_loss_best.copy_(torch.minimum(self.val_loss_best, loss))
+        else:  # validate(): no history, the best is this one
+            self.val_loss_best.copy_(loss)
+        self.log("val/loss_best", self.val_loss_best.clone(), prog_bar=True)
         # the baseline to beat: a byte histogram of the train split, scored on val
         unigram = getattr(getattr(self.trainer, "datamodule", None), "unigram_bpb", None)
         if unigram is not None:
             self.log("val/unigram_bpb", float(unigram))
 
     def test_step(self, batch, batch_idx: int) -> None:
-        loss, tokens = self._shared_step(batch)
-        self.test_loss(loss, tokens)
-        self.test_bpb(loss / LN2, tokens)
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        self.log("test/bpb", self.test_bpb, on_step=False, on_epoch=True)
+        self._step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_means("test", self.test_metrics, prog_bar=False)
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -1,0 +1,116 @@
+"""Checkpoints that survive a kill and resume exactly.
+
+- `AtomicCheckpointIO`: Lightning's torch.save into a temporary file renamed over the
+  target, so a kill in the middle of a save leaves the previous checkpoint whole.
+- `RngState`: the global RNG states travel with each checkpoint (Lightning does not save
+  them); a resumed run draws the dropout masks an unbroken run would have drawn.
+- `read_checkpoint`, `latest_checkpoint`: a missing, corrupt or foreign file becomes a
+  one-paragraph error instead of a traceback from deep inside torch.load.
+
+Everything saved is tensors and plain values, so checkpoints load with torch's default
+`weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from trainlab.checks import ConfigError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to `.<name>.tmp` beside the target, then rename: readers see old or new, never half."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def rng_states() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])
+
+
+class RngState(Callback):
+    """Saves the RNG states with every checkpoint and restores them right before the first
+    training step after a resume (nothing between the checkpoint and that step draws from
+    them: the data order has its own generator)."""
+
+    def __init__(self) -> None:
+        self._restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_states()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restore = state_dict
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if self._restore is not None:
+            if trainer.world_size == 1:  # ranks draw differently; rank 0's state fits rank 0
+                set_rng_states(self._restore)
+            self._restore = None
+
+
+def read_checkpoint(path: str | Path, knob: str) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU, safely (weights_only), or say plainly why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{knob}={path} does not exist or is not a file: give the path of a .ckpt file, "
+            "e.g. outputs/train/<date>/<time>_<id>/checkpoints/last.ckpt."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(
+            f"{knob}={path} is not a readable checkpoint (corrupt, truncated, or not saved by "
+            f"torch): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(
+            f"{knob}={path} is a torch file but not a Lightning checkpoint (it has no "
+            "state_dict): give a .ckpt saved by a run of this template."
+        )
+    return checkpoint
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint a run left to continue from: checkpoints/last.ckpt (saved every
+    epoch, every `checkpoint_every_n_steps` and on SIGTERM/SIGINT) or Lightning's SLURM
+    hpc_ckpt_N.ckpt (saved on SLURM's requeue signal)."""
+    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
