@@ -37,6 +37,7 @@ BAD_INPUTS = [
     (["cv.folds=1"], "cv.folds=1 "),
     (["trainer.devices=0"], "devices=0"),
     (["checkpoint_every_n_steps=-5"], "checkpoint_every_n_steps=-5 "),
+    (["threads=0"], "threads=0 "),
     # batch plans that do not divide
     (["batch_size=64", "micro_batch_size=48"], "batch_size=64 cannot be split into micro batches"),
     (["precision=fp8"], "precision=fp8"),

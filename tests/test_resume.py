@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, cli_env, run_cli, train_cmd
+from conftest import ROOT, cli_env, compose_run, run_cli, train_cmd
 from trainlab.data.batching import EpochShuffle
-from trainlab.run import epochs_trained
+from trainlab.run import epochs_trained, train
 
 # dropout on, so the RNG state matters too; 19 optimizer steps per epoch on digits
 EXACT = [
@@ -139,6 +139,16 @@ def test_checkpoint_of_another_model_names_the_options_that_built_it(unbroken, t
     assert result.returncode == 2
     assert "does not fit the model this config builds (model=mlp)" in result.stderr
     assert "started with: deterministic=true max_epochs=3" in result.stderr
+
+
+def test_a_requeued_job_continues_from_the_checkpoint_in_its_directory(tmp_path):
+    """SLURM requeues a submitit job into the same job directory: it must not start over."""
+    first = train(compose_run(["max_epochs=2", "logger=none", "test=false"], tmp_path))
+    again = compose_run(["max_epochs=3", "logger=none", "test=false"], tmp_path)
+    assert train(again) >= first
+    record = record_of(tmp_path)
+    assert record["trained"]["resumed_from"]["global_step"] == 2 * 19
+    assert record["trained"]["optimizer_steps"] == 3 * 19
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only_and_resumes_part_way():

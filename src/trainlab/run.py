@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -143,6 +144,8 @@ def check_config(cfg: DictConfig) -> None:
             f"this data config has no `fold` argument. Use cv.folds=0."
         )
     check_start(cfg)
+    if cfg.threads is not None:
+        check_whole_number("threads", cfg.threads, 1, "1")
     if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
         raise ConfigError(
             f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
@@ -212,6 +215,18 @@ def starting_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | N
         return str(path), checkpoint
     if cfg.ckpt_path is not None:
         return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path, "ckpt_path")
+    requeued = latest_checkpoint(Path(cfg.paths.output_dir)) if cfg.train else None
+    if requeued is not None:
+        # a fresh run's directory is new, so a checkpoint there means this is the same job
+        # started again: SLURM requeued it (submitit keeps the job's directory)
+        checkpoint = read_checkpoint(requeued, "the requeued job's checkpoint")
+        if epochs_trained(checkpoint) >= cfg.max_epochs:
+            raise ConfigError(
+                f"{cfg.paths.output_dir} already holds a checkpoint with all max_epochs="
+                f"{cfg.max_epochs} trained ({requeued}); this job has nothing left to train."
+            )
+        log.warning("this run's directory already has %s: continuing from it", requeued)
+        return str(requeued), checkpoint
     return None, None
 
 
@@ -244,8 +259,10 @@ def fit_and_test(
     checkpoint. `announce(plan)` is called once the plan is known, before any training.
     Returns (metrics, what trained)."""
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     output_dir = Path(cfg.paths.output_dir)
-    previous = read_record(output_dir) if cfg.resume is not None else {}
+    previous = read_record(output_dir)  # {} for a fresh run; a resumed one keeps its plan
     ckpt, checkpoint = starting_checkpoint(cfg)
 
     callbacks = instantiate_each(cfg.get("callbacks"))
@@ -325,7 +342,7 @@ def fit_and_test(
         "plan": plan.as_dict(),
     }
     if ckpt is not None:
-        how = "resumed_from" if cfg.resume is not None else "started_from"
+        how = "started_from" if cfg.ckpt_path is not None else "resumed_from"
         if not cfg.train:
             how = "evaluated"
         trained[how] = {

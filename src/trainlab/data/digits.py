@@ -6,6 +6,8 @@ The images ship inside scikit-learn, so nothing is downloaded. The module owns
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
@@ -13,6 +15,14 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import Dataset
 
 from trainlab.data.batching import InMemoryDataModule, TensorBatches
+
+
+@functools.cache
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels), parsed from scikit-learn's CSV once per process: a sweep's jobs and
+    the several calls of one run (split, setup, each fold) share it."""
+    digits = load_digits()
+    return digits.images, digits.target
 
 
 class DigitsDataModule(InMemoryDataModule):
@@ -53,7 +63,7 @@ class DigitsDataModule(InMemoryDataModule):
 
     def split_indices(self) -> dict[str, np.ndarray]:
         """Indices of the train/val/test samples: stratified, the same for the same seed."""
-        labels = load_digits().target
+        labels = digits_arrays()[1]
         everything = np.arange(len(labels))
         rest, test = train_test_split(
             everything,
@@ -82,9 +92,9 @@ class DigitsDataModule(InMemoryDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        digits = load_digits()
-        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
-        labels = torch.tensor(digits.target, dtype=torch.long)
+        raw_images, raw_labels = digits_arrays()
+        images = torch.tensor(raw_images, dtype=torch.float32).unsqueeze(1)
+        labels = torch.tensor(raw_labels, dtype=torch.long)
         split = {name: torch.as_tensor(idx) for name, idx in self.split_indices().items()}
 
         train_images = images[split["train"]]

@@ -17,12 +17,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from trainlab.models.epoch_metrics import EpochSums, LogsEpochMeans
+from trainlab.models.lean import LeanHooks
 from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
 
 log = logging.getLogger(__name__)
 
 
-class Classifier(ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
+class Classifier(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
     """Classification (cross-entropy by default); accuracy per split and the best val accuracy."""
 
     # every name this module logs: `optimized_metric` is checked against it before training

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from trainlab.models.epoch_metrics import EpochSums, LogsEpochMeans
+from trainlab.models.lean import LeanHooks
 from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-class LanguageModel(ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
+class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
     """Next-byte prediction: cross-entropy per split, bits per byte, the best val loss."""
 
     # every name this module logs: `optimized_metric` is checked against it before training

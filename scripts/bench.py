@@ -1,0 +1,471 @@
+"""What the template costs: `python train.py` against a plain PyTorch loop doing the same work.
+
+    OMP_NUM_THREADS=1 python scripts/bench.py                 # everything, about 6 minutes on CPU
+    python scripts/bench.py --repeats 1 --skip-sweep --skip-gpt   # a quick check
+    python scripts/bench.py --markdown --json bench.json      # the README table, raw numbers
+
+Every measurement is a separate process (cwd: the repository root, OMP_NUM_THREADS=1 unless
+set), the two sides alternating A B A B ... so that a slow spell of the machine hits both.
+Runs write only under a temporary folder (or --workdir), never under outputs/.
+
+Digits (A: scripts/plain_digits.py; B: python train.py optimizer=adam lr=0.001 batch_size=64
+max_epochs=20 seed=42, the defaults; C: B with callbacks=none logger=none, the template
+stripped to Lightning's own loop): the same split, network, initial weights, optimizer,
+batches (the same per-epoch order rule) and epochs, validation every epoch, test accuracy of
+the best-val-epoch weights. A B C A B C ...
+  loop_s     wall seconds of the training loop: 20 epochs of training + validation.
+             Template: `trained.loop_s` in metrics.json (Lightning's on_train_start to
+             on_train_end, so checkpoints, logging and the progress bar count; setup, the
+             sanity check and teardown do not). Plain: the loop timed in the script.
+  fit_s      the template's whole trainer.fit, for reference.
+  steps/s    optimizer steps / loop_s.
+  process_s  wall seconds of the whole command, measured here around the subprocess: imports,
+             data, fit, test, writing results.
+  test_acc   test accuracy. Both sides compute the same thing from the same start, so with
+             one seed they agree to the last image or one or two off (float summation order).
+  Ratios are template / plain of the medians; C shows how much of the gap is Lightning's
+  loop itself rather than what the template adds.
+
+Sweep (python train.py -m lr=1e-3,...,6e-3 batch_size=64,128 max_epochs=20: 12 jobs in one
+process): its wall time against the training the jobs do. Two definitions:
+  own fit    (sweep wall - sum of the 12 jobs' own fit_s) / 12: the seconds each job spends
+             outside trainer.fit (process start, once, shared; per job config, build, test,
+             checkpoint reload, metrics.json; the sweep's report at the end), as a % of the
+             mean job fit_s. The fair one, and the one the target applies to: batch-128
+             jobs train half the steps of the batch-64 ones.
+  single run (sweep wall - 12 x the median fit_s of the digits runs above) / 12, as a % of
+             that fit_s: the issue's words ("against 12 x a single job's training time").
+             It counts the batch-128 jobs' shorter training as negative overhead.
+
+GPT (A: scripts/plain_gpt.py --steps N --warmup-steps W; B: python train.py
+experiment=gpt_small trainer.max_steps=N+W trainer.limit_val_batches=0 test=false): the same
+GPT class, data, batch 32 x 128 bytes, AdamW and clipping; training only.
+  tokens/s   steady state, warmup excluded on both sides. Plain: N x 32 x 128 / the seconds of
+             the N steps after W untimed ones. Template: Lightning's ThroughputMonitor in
+             metrics.json (`trained.throughput["device/items_per_sec"]`), over its window of
+             the last 20 batches (so N + W should be at least W + 20).
+  fit tokens/s  the template's optimizer_steps x 32 x 128 / fit_s, start-up included, for
+             reference (no target).
+
+Targets, PASS/FAIL next to each: training loop <= 1.25x plain, whole process <= 1.2x plain,
+sweep overhead <= 10 % per job, GPT tokens/s >= 0.9x plain, test accuracy within 0.5 pp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+SWEEP_LRS = "1e-3,2e-3,3e-3,4e-3,5e-3,6e-3"
+SWEEP_BATCH_SIZES = "64,128"
+SWEEP_JOBS = 12
+GPT_TOKENS_PER_STEP = 32 * 128  # batch_size x block_size of experiment=gpt_small
+
+TARGETS = {  # name: (comparison, limit)
+    "fit_ratio": ("<=", 1.25),
+    "process_ratio": ("<=", 1.2),
+    "sweep_overhead_pct": ("<=", 10.0),
+    "gpt_tokens_ratio": (">=", 0.9),
+    "acc_diff_pp": ("abs<=", 0.5),
+}
+
+
+# --- running things ------------------------------------------------------------------------
+
+
+def run(cmd: list[str]) -> tuple[float, str]:
+    """Run `cmd` from the repository root; (wall seconds, stdout). Stops the bench on failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env["HYDRA_FULL_ERROR"] = "1"
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
+        sys.exit(f"bench: this command failed (exit {done.returncode}):\n  {' '.join(cmd)}\n{tail}")
+    return wall, done.stdout
+
+
+def last_json_line(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def read_record(run_dir: Path) -> dict:
+    """A template run's metrics.json, checked for the timings this bench needs."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        sys.exit(f"bench: {path} was not written")
+    record = json.loads(path.read_text())
+    if record.get("status") != "completed":
+        sys.exit(f"bench: {path} says status={record.get('status')}: {record.get('error')}")
+    trained = record.get("trained") or {}
+    if trained.get("fit_s") is None or trained.get("loop_s") is None:
+        sys.exit(
+            f"bench: {path} has no trained.loop_s / trained.fit_s (the wall seconds of the "
+            "training loop and of trainer.fit). This bench compares training-loop time, which "
+            "duration_s (the whole pipeline) is not."
+        )
+    return record
+
+
+# the template with every callback and logger off: Lightning's own loop and nothing else
+STRIPPED = ["callbacks=none", "logger=none"]
+
+
+def template_digits(run_dir: Path, seed: int, extra: list[str] = ()) -> dict:
+    cmd = [PYTHON, "train.py", "optimizer=adam", "lr=0.001", "batch_size=64", "max_epochs=20"]
+    cmd += [f"seed={seed}", f"hydra.run.dir={run_dir}", *extra]
+    wall, _ = run(cmd)
+    record = read_record(run_dir)
+    trained, metrics = record["trained"], record["metrics"]
+    return {
+        "loop_s": trained["loop_s"],
+        "fit_s": trained["fit_s"],
+        "test_s": trained.get("test_s"),
+        "steps": trained["optimizer_steps"],
+        "steps_per_s": trained["optimizer_steps"] / trained["loop_s"],
+        "test_acc": metrics["test/acc"],
+        "val_acc_best": metrics["val/acc_best"],
+        "process_s": wall,
+    }
+
+
+def plain_digits(seed: int) -> dict:
+    wall, stdout = run([PYTHON, "scripts/plain_digits.py", "--seed", str(seed)])
+    result = last_json_line(stdout)
+    return {**result, "loop_s": result["fit_s"], "process_s": wall}
+
+
+def sweep(sweep_dir: Path) -> dict:
+    cmd = [PYTHON, "train.py", "-m", f"lr={SWEEP_LRS}", f"batch_size={SWEEP_BATCH_SIZES}"]
+    cmd += ["optimizer=adam", "max_epochs=20", "seed=42", f"hydra.sweep.dir={sweep_dir}"]
+    wall, _ = run(cmd)
+    jobs = [read_record(sweep_dir / str(n)) for n in range(SWEEP_JOBS)]
+    return {
+        "wall_s": wall,
+        "job_fit_s": [job["trained"]["fit_s"] for job in jobs],
+        "job_steps": [job["trained"]["optimizer_steps"] for job in jobs],
+        "job_batch_size": [job["hparams"].get("batch_size") for job in jobs],
+    }
+
+
+def template_gpt(run_dir: Path, steps: int, warmup_steps: int) -> dict:
+    cmd = [PYTHON, "train.py", "experiment=gpt_small", f"trainer.max_steps={steps + warmup_steps}"]
+    # no validation, so the run's objective is the training loss
+    cmd += ["trainer.limit_val_batches=0", "test=false", "optimized_metric=train/loss"]
+    cmd += [f"hydra.run.dir={run_dir}"]
+    wall, _ = run(cmd)
+    trained = read_record(run_dir)["trained"]
+    throughput = trained.get("throughput") or {}
+    if "device/items_per_sec" not in throughput:
+        sys.exit(
+            f"bench: {run_dir}/metrics.json has no trained.throughput['device/items_per_sec'] "
+            f"(it has {sorted(throughput)}): the ThroughputMonitor's window of 20 batches "
+            "needs at least 20 steps, and experiment=gpt_small counts tokens as its items."
+        )
+    return {
+        "tokens_per_s": throughput["device/items_per_sec"],
+        "fit_tokens_per_s": trained["optimizer_steps"] * GPT_TOKENS_PER_STEP / trained["fit_s"],
+        "fit_s": trained["fit_s"],
+        "steps": trained["optimizer_steps"],
+        "process_s": wall,
+    }
+
+
+def plain_gpt(steps: int, warmup_steps: int) -> dict:
+    cmd = [PYTHON, "scripts/plain_gpt.py", "--steps", str(steps)]
+    wall, stdout = run(cmd + ["--warmup-steps", str(warmup_steps)])
+    return {**last_json_line(stdout), "process_s": wall}
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def spread(runs: list[dict], key: str, fmt: str = ".3f") -> str:
+    """'median (min-max)' of one number over the repeats."""
+    values = [r[key] for r in runs]
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def verdict(name: str, value: float) -> str:
+    op, limit = TARGETS[name]
+    ok = {"<=": value <= limit, ">=": value >= limit, "abs<=": abs(value) <= limit}[op]
+    shown = f"within ±{limit}" if op == "abs<=" else f"{op} {limit}"
+    return f"{'PASS' if ok else 'FAIL'} (target {shown})"
+
+
+def machine() -> str:
+    import lightning
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', '1')}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, lightning {lightning.__version__}"
+    )
+
+
+# --- the bench -----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Template vs plain PyTorch, side by side (see the docstring)."
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="digits runs per side (>= 1)")
+    parser.add_argument("--gpt-repeats", type=int, default=3, help="GPT runs per side (>= 1)")
+    parser.add_argument("--gpt-steps", type=int, default=40, help="timed GPT steps")
+    parser.add_argument("--gpt-warmup-steps", type=int, default=5, help="untimed GPT steps")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--vary-seed", action="store_true", help="digits repeat i: seed + i on both sides"
+    )
+    parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--skip-gpt", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--json", type=Path, help="save every raw number to this file")
+    parser.add_argument("--workdir", type=Path, help="keep the runs here (default: a temp dir)")
+    args = parser.parse_args()
+    if args.repeats < 1 or args.gpt_repeats < 1:
+        parser.error("--repeats and --gpt-repeats must be at least 1")
+    if args.gpt_steps < 20:
+        parser.error("--gpt-steps must be at least 20 (the ThroughputMonitor's window)")
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="trainlab-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print(f"machine: {info}\nruns in: {workdir}\n", flush=True)
+    results: dict = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
+    rows: list[tuple[str, str, str, str, str]] = []  # the Markdown table
+    try:
+        # --- digits: A B A B ...
+        plain, template, stripped = [], [], []
+        for i in range(args.repeats):
+            seed = args.seed + i if args.vary_seed else args.seed
+            plain.append(plain_digits(seed))
+            template.append(template_digits(workdir / f"run_{i}", seed))
+            stripped.append(template_digits(workdir / f"stripped_{i}", seed, STRIPPED))
+            print(
+                f"digits {i + 1}/{args.repeats} (seed {seed}): loop_s plain "
+                f"{plain[-1]['loop_s']:.3f} template {template[-1]['loop_s']:.3f} stripped "
+                f"{stripped[-1]['loop_s']:.3f}; process_s plain {plain[-1]['process_s']:.2f} "
+                f"template {template[-1]['process_s']:.2f}",
+                flush=True,
+            )
+        results["digits"] = {"plain": plain, "template": template, "stripped": stripped}
+        fit_ratio = median(template, "loop_s") / median(plain, "loop_s")
+        floor_ratio = median(stripped, "loop_s") / median(plain, "loop_s")
+        process_ratio = median(template, "process_s") / median(plain, "process_s")
+        floor_process = median(stripped, "process_s") / median(plain, "process_s")
+        acc_diff = 100 * (median(template, "test_acc") - median(plain, "test_acc"))
+        results["digits"]["ratios"] = {
+            "fit_ratio": fit_ratio,
+            "stripped_fit_ratio": floor_ratio,
+            "process_ratio": process_ratio,
+            "stripped_process_ratio": floor_process,
+            "acc_diff_pp": acc_diff,
+        }
+        print(f"\nDigits MLP, {args.repeats} runs per side, median (min-max):")
+        print(f"{'':22}{'plain PyTorch':>24}{'template':>24}{'template, stripped':>24}")
+        for label, key, fmt in (
+            ("training loop s", "loop_s", ".3f"),
+            ("trainer.fit s", "fit_s", ".3f"),
+            ("optimizer steps/s", "steps_per_s", ".0f"),
+            ("whole process s", "process_s", ".2f"),
+            ("test accuracy", "test_acc", ".4f"),
+        ):
+            print(
+                f"{label:22}{spread(plain, key, fmt):>24}{spread(template, key, fmt):>24}"
+                f"{spread(stripped, key, fmt):>24}"
+            )
+        print(
+            f"training loop  template/plain = {fit_ratio:.2f}x  {verdict('fit_ratio', fit_ratio)}"
+            f"   (stripped: {floor_ratio:.2f}x)"
+        )
+        print(
+            f"whole process  template/plain = {process_ratio:.2f}x  "
+            f"{verdict('process_ratio', process_ratio)}   (stripped: {floor_process:.2f}x)"
+        )
+        print(
+            f"test accuracy  template - plain = {acc_diff:+.2f} pp  "
+            f"{verdict('acc_diff_pp', acc_diff)}",
+            flush=True,
+        )
+        rows += [
+            (
+                "Digits MLP: training loop, 20 epochs with validation (s)",
+                f"{median(plain, 'loop_s'):.2f}",
+                f"{median(template, 'loop_s'):.2f}",
+                f"{fit_ratio:.2f}x",
+                verdict("fit_ratio", fit_ratio),
+            ),
+            (
+                "… the template stripped to Lightning's loop (`callbacks=none logger=none`)",
+                f"{median(plain, 'loop_s'):.2f}",
+                f"{median(stripped, 'loop_s'):.2f}",
+                f"{floor_ratio:.2f}x",
+                "",
+            ),
+            (
+                "Digits MLP: optimizer steps/s in the loop",
+                f"{median(plain, 'steps_per_s'):.0f}",
+                f"{median(template, 'steps_per_s'):.0f}",
+                "",
+                "",
+            ),
+            (
+                "Digits MLP: whole command (s)",
+                f"{median(plain, 'process_s'):.2f}",
+                f"{median(template, 'process_s'):.2f}",
+                f"{process_ratio:.2f}x",
+                verdict("process_ratio", process_ratio),
+            ),
+            (
+                "Digits MLP: test accuracy",
+                f"{median(plain, 'test_acc'):.4f}",
+                f"{median(template, 'test_acc'):.4f}",
+                f"{acc_diff:+.2f} pp",
+                verdict("acc_diff_pp", acc_diff),
+            ),
+        ]
+
+        # --- the 12-job sweep in one process
+        if not args.skip_sweep:
+            print(f"\nsweep: {SWEEP_JOBS} jobs in one process ...", flush=True)
+            swept = sweep(workdir / "sweep")
+            fits = swept["job_fit_s"]
+            own = (swept["wall_s"] - sum(fits)) / SWEEP_JOBS
+            own_pct = 100 * own / statistics.fmean(fits)
+            single_fit = median(template, "fit_s")  # jobs are timed by fit_s too
+            single = swept["wall_s"] / SWEEP_JOBS - single_fit
+            single_pct = 100 * single / single_fit
+            swept.update(
+                overhead_own_s=own,
+                overhead_own_pct=own_pct,
+                overhead_single_s=single,
+                overhead_single_pct=single_pct,
+            )
+            results["sweep"] = swept
+            by_batch = {}
+            for batch_size, fit in zip(swept["job_batch_size"], fits, strict=True):
+                by_batch.setdefault(batch_size, []).append(fit)
+            each = ", ".join(
+                f"batch {b}: {statistics.fmean(f):.2f} s each" for b, f in by_batch.items()
+            )
+            print(f"sweep wall {swept['wall_s']:.1f} s; jobs' fit_s sum {sum(fits):.1f} s ({each})")
+            print(
+                f"overhead per job vs its own fit_s   = (wall - sum fit_s) / {SWEEP_JOBS} = "
+                f"{own:.2f} s = {own_pct:.0f} % of the mean job fit_s  "
+                f"{verdict('sweep_overhead_pct', own_pct)}"
+            )
+            print(
+                f"overhead per job vs one run's fit_s = wall / {SWEEP_JOBS} - median single-run "
+                f"fit_s ({single_fit:.2f} s) = {single:.2f} s = {single_pct:.0f} %  "
+                f"{verdict('sweep_overhead_pct', single_pct)}",
+                flush=True,
+            )
+            rows += [
+                (
+                    "Sweep of 12 jobs: overhead per job, vs its own training time",
+                    "",
+                    f"{own:.2f} s",
+                    f"{own_pct:.0f} %",
+                    verdict("sweep_overhead_pct", own_pct),
+                ),
+                (
+                    "Sweep of 12 jobs: overhead per job, vs 12 x a single run's training time",
+                    "",
+                    f"{single:.2f} s",
+                    f"{single_pct:.0f} %",
+                    verdict("sweep_overhead_pct", single_pct),
+                ),
+            ]
+
+        # --- GPT: A B A B ...
+        if not args.skip_gpt:
+            print(
+                f"\nGPT: {args.gpt_warmup_steps} untimed + {args.gpt_steps} timed steps, "
+                f"{args.gpt_repeats} runs per side ...",
+                flush=True,
+            )
+            plain_g, template_g = [], []
+            for i in range(args.gpt_repeats):
+                plain_g.append(plain_gpt(args.gpt_steps, args.gpt_warmup_steps))
+                template_g.append(
+                    template_gpt(workdir / f"gpt_{i}", args.gpt_steps, args.gpt_warmup_steps)
+                )
+                print(
+                    f"gpt {i + 1}/{args.gpt_repeats}: tokens/s plain "
+                    f"{plain_g[-1]['tokens_per_s']:.0f} template "
+                    f"{template_g[-1]['tokens_per_s']:.0f}",
+                    flush=True,
+                )
+            gpt_ratio = median(template_g, "tokens_per_s") / median(plain_g, "tokens_per_s")
+            results["gpt"] = {"plain": plain_g, "template": template_g, "ratio": gpt_ratio}
+            print(f"{'':22}{'plain PyTorch':>26}{'template':>26}")
+            print(
+                f"{'tokens/s (steady)':22}{spread(plain_g, 'tokens_per_s', '.0f'):>26}"
+                f"{spread(template_g, 'tokens_per_s', '.0f'):>26}"
+            )
+            fit_tokens = spread(template_g, "fit_tokens_per_s", ".0f")
+            print(f"{'tokens/s (whole fit)':22}{'':>26}{fit_tokens:>26}")
+            print(
+                f"{'whole process s':22}{spread(plain_g, 'process_s', '.1f'):>26}"
+                f"{spread(template_g, 'process_s', '.1f'):>26}"
+            )
+            print(
+                f"GPT tokens/s   template/plain = {gpt_ratio:.2f}x  "
+                f"{verdict('gpt_tokens_ratio', gpt_ratio)}"
+            )
+            rows.append(
+                (
+                    "GPT small: training tokens/s (steady state)",
+                    f"{median(plain_g, 'tokens_per_s'):.0f}",
+                    f"{median(template_g, 'tokens_per_s'):.0f}",
+                    f"{gpt_ratio:.2f}x",
+                    verdict("gpt_tokens_ratio", gpt_ratio),
+                )
+            )
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    if args.markdown:
+        gpt_runs = "" if args.skip_gpt else f" ({args.gpt_repeats} for GPT)"
+        print(f"\nMeasured on {info}; medians of {args.repeats} runs per side{gpt_runs}, ", end="")
+        print("alternating plain and template.\n")
+        print("| | plain PyTorch | template | template vs plain | target |")
+        print("|---|---:|---:|---:|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nraw numbers: {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The benchmark compares like with like: the plain PyTorch reference and `train.py` compute the
+same thing (timings are the script's business, never asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, cli_env
+from test_cli import completed_run
+
+
+def plain(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plain_digits.py"), *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_plain_loop_and_template_train_the_same_model_to_the_same_accuracy(tmp_path):
+    reference = plain("--epochs", "3")
+    _, record = completed_run(tmp_path, "train", "max_epochs=3", "logger=none")
+    assert reference["steps"] == record["trained"]["optimizer_steps"] == 3 * 19
+    # same split, initial weights, batch order and optimizer: equal up to float summation order
+    assert abs(reference["val_acc_best"] - record["metrics"]["val/acc_best"]) <= 0.005
+    assert abs(reference["test_acc"] - record["metrics"]["test/acc"]) <= 0.005
+    assert (
+        record["trained"]["loop_s"] > 0
+        and record["trained"]["fit_s"] >= record["trained"]["loop_s"]
+    )
+
+
+@pytest.mark.slow
+def test_bench_runs_and_prints_its_table(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--repeats", "1", "--skip-sweep"]
+        + ["--skip-gpt", "--markdown", "--json", str(tmp_path / "bench.json")],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training loop  template/plain" in done.stdout
+    assert "| Digits MLP: whole command (s) |" in done.stdout
+    numbers = json.loads((tmp_path / "bench.json").read_text())
+    assert set(numbers["digits"]) >= {"plain", "template", "stripped", "ratios"}
