@@ -27,7 +27,10 @@ def continue_run_if_asked() -> None:
     if not any(arg.startswith("resume=") for arg in sys.argv[1:]):
         return
     from trainlab.checks import ConfigError
-    from trainlab.rundir import resume_argv
+    from trainlab.rundir import is_other_rank, resume_argv
+
+    if is_other_rank():  # Lightning starts DDP ranks with rank 0's (rewritten) command line
+        return
 
     try:
         sys.argv = resume_argv(sys.argv)

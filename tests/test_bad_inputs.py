@@ -54,6 +54,8 @@ BAD_INPUTS = [
     (["resume={files}/run", "lr=0.1"], "only max_epochs may change, but the command also gives"),
     (["resume={files}/run"], "already completed (max_epochs=3)"),
     (["-m", "resume={files}/run"], "cannot be part of a sweep"),
+    (["resume={files}/stopped"], "last.ckpt is not a readable checkpoint"),
+    (["resume={files}/cosine", "max_epochs=6"], "cannot change max_epochs: its scheduler"),
     # never into an earlier run or sweep
     (["hydra.run.dir={files}/run"], "hydra.run.dir=run already holds a run"),
     (
@@ -63,10 +65,12 @@ BAD_INPUTS = [
 ]
 
 
-def fake_run(path: Path, status: str = "completed") -> Path:
-    """A finished run directory as train.py leaves it (no need to train for these checks)."""
+def fake_run(path: Path, status: str = "completed", **config) -> Path:
+    """A run directory as train.py leaves it (no need to train for these checks); its
+    last.ckpt is not a real checkpoint."""
     (path / ".hydra").mkdir(parents=True)
-    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"max_epochs": 3, "cv": {}}))
+    config = {"max_epochs": 3, "cv": {}, **config}
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["max_epochs=3"]))
     (path / "checkpoints").mkdir()
     (path / "checkpoints" / "last.ckpt").write_bytes(b"stands for a checkpoint")
@@ -79,6 +83,8 @@ def files(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("inputs")
     fake_run(folder / "run")
     fake_run(folder / "sweep" / "0")
+    fake_run(folder / "stopped", status="interrupted")
+    fake_run(folder / "cosine", status="interrupted", scheduler={"length_arg": "T_max"})
     (folder / "empty.txt").write_text("")
     (folder / "corrupt.ckpt").write_bytes(b"PK\x03\x04 not really a zip archive")
     return folder

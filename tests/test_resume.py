@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from conftest import ROOT, cli_env, compose_run, run_cli, train_cmd
+from trainlab.checkpoints import epochs_trained
 from trainlab.data.batching import EpochShuffle
-from trainlab.run import epochs_trained, train
+from trainlab.run import train
 
 # dropout on, so the RNG state matters too; 19 optimizer steps per epoch on digits
 EXACT = [

@@ -14,7 +14,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from lightning.pytorch.trainer.states import RunningStage
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,12 @@ class StopOnSignal(Callback):
     """Ctrl-C (SIGINT) or SIGTERM: finish the optimizer step in progress, save
     `<checkpoint_dir>/last.ckpt`, and end the run with `Interrupted`.
 
-    While fitting, Lightning's own SIGTERM handling stops at the step boundary (on every rank,
-    under DDP) by raising SIGTERMException; Ctrl-C is sent down the same path. Outside fitting
-    (data setup, test) the signal stops the run at once: there is no training state to save.
-    A second signal stops at once too.
+    During the training loop the signal only marks the run; it stops at the end of the next
+    batch that completes an optimizer step (never in the middle of gradient accumulation or
+    of a validation, whose state a checkpoint cannot hold), on every rank at the same step.
+    Lightning's own SIGTERM handler would stop after any batch, so the training loop takes
+    SIGTERM back from it. Outside the training loop (data setup, sanity check, test) a signal
+    stops the run at once: there is no training state to save. A second signal stops at once.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -94,8 +95,8 @@ class StopOnSignal(Callback):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.signum: int | None = None
         self.saved: Path | None = None
-        self._fitting = False
-        self._forwarding = False
+        self._training = False
+        self._step_before = 0
         self._previous: dict[int, Any] = {}
 
     @contextmanager
@@ -113,42 +114,45 @@ class StopOnSignal(Callback):
                 signal.signal(s, handler)
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self._forwarding:  # Lightning's handler calls ours too: we are already stopping
-            return
-        lightning_handler = signal.getsignal(signal.SIGTERM)
-        lightning_stops = (
-            self._fitting and callable(lightning_handler) and lightning_handler != self._on_signal
-        )
-        if self.signum is not None or not lightning_stops:
+        if self.signum is not None or not self._training:
             self.signum = self.signum or signum
             raise Interrupted(signum)
         self.signum = signum
         log.warning(
-            "%s received: stopping after the current step and saving a checkpoint "
+            "%s received: stopping after the current optimizer step and saving a checkpoint "
             "(send it again to stop at once)",
             signal.Signals(signum).name,
         )
-        if signum != signal.SIGTERM:
-            # Lightning's handler (registered during fit, ours composed into it) sets the flag
-            # its loops check at each step boundary
-            self._forwarding = True
-            try:
-                lightning_handler(signal.SIGTERM, frame)
-            finally:
-                self._forwarding = False
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._fitting = True
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._training = True
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:  # Lightning's teardown puts back what was there before fit
+                signal.signal(s, self._on_signal)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._fitting = False
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._training = False
+        if self.signum is not None:
+            log.warning("the signal came after the last training step: the run finishes")
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        stopping = self._fitting and isinstance(exception, SIGTERMException)
-        self._fitting = False
-        if stopping:
-            self.saved = self.checkpoint_dir / "last.ckpt"
-            trainer.save_checkpoint(self.saved)
+        self._training = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        self._step_before = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self._step_before:  # accumulating: no step taken yet
+            return
+        stop = self.signum is not None
+        if trainer.world_size > 1:  # every rank stops after the same step
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        path = self.checkpoint_dir / "last.ckpt"
+        trainer.save_checkpoint(path)
+        self.saved = path
+        raise Interrupted(self.signum or signal.SIGTERM)
 
 
 class LoopTimer(Callback):

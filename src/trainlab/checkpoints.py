@@ -33,8 +33,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def rng_states() -> dict[str, Any]:
@@ -114,3 +117,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
     existing = [p for p in candidates if p.is_file()]
     return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """Epochs whose training batches a Lightning checkpoint has all been through."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(progress.get("current", {}).get("processed", checkpoint.get("epoch", 0)))

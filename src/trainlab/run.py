@@ -36,7 +36,13 @@ from trainlab.callbacks import (
     StopOnSignal,
     ThroughputSummary,
 )
-from trainlab.checkpoints import AtomicCheckpointIO, RngState, latest_checkpoint, read_checkpoint
+from trainlab.checkpoints import (
+    AtomicCheckpointIO,
+    RngState,
+    epochs_trained,
+    latest_checkpoint,
+    read_checkpoint,
+)
 from trainlab.checks import (
     ConfigError,
     check_batch_fits,
@@ -185,12 +191,6 @@ def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
     return instantiate(cfg.optimizer), instantiate(cfg.scheduler)
 
 
-def epochs_trained(checkpoint: dict[str, Any]) -> int:
-    """Epochs whose training batches a Lightning checkpoint has all been through."""
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-    return int(progress.get("current", {}).get("processed", checkpoint.get("epoch", 0)))
-
-
 def starting_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
     """The checkpoint this run starts from, already checked to be readable: the latest one of
     the run being resumed, or `ckpt_path`; (None, None) for a run from scratch."""
@@ -204,15 +204,7 @@ def starting_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | N
         path = latest_checkpoint(run_dir)
         if path is None:
             raise ConfigError(f"resume={run_dir} has no checkpoints/last.ckpt to continue from.")
-        checkpoint = read_checkpoint(path, "resume")
-        done = epochs_trained(checkpoint)
-        if done >= cfg.max_epochs:
-            raise ConfigError(
-                f"resume={run_dir}: its last checkpoint ({path.name}) has trained {done} epochs, "
-                f"all of max_epochs={cfg.max_epochs}. To train further, give a larger max_epochs, "
-                f"e.g. resume={run_dir} max_epochs={2 * done}."
-            )
-        return str(path), checkpoint
+        return str(path), read_checkpoint(path, "resume")  # resume_argv checked what is left
     if cfg.ckpt_path is not None:
         return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path, "ckpt_path")
     requeued = latest_checkpoint(Path(cfg.paths.output_dir)) if cfg.train else None
@@ -418,6 +410,8 @@ def train(cfg: DictConfig) -> float:
     started = time.perf_counter()
     direction = cfg.optimized_direction
     known: dict[str, Any] = {}  # the plan, once there is one: every later record carries it
+    if cfg.resume is not None and "plan" in read_record(Path(cfg.paths.output_dir)):
+        known["plan"] = read_record(Path(cfg.paths.output_dir))["plan"]
 
     def finish(status: str, objective: float | None, metrics: dict, **extra: Any) -> Path | None:
         return write_metrics(
@@ -461,9 +455,9 @@ def train(cfg: DictConfig) -> float:
         return worst_objective(direction)
     except (Interrupted, SIGTERMException):
         signum = stop.signum or signal.SIGTERM
-        saved = f"; saved {stop.saved}" if stop.saved else " before training started"
+        saved = f"; saved {stop.saved}" if stop.saved else " outside the training loop"
         finish("interrupted", None, {}, error=f"stopped by {signal.Signals(signum).name}{saved}")
-        if stop.saved is not None:
+        if stop.saved is not None and not cfg.cv.folds:
             log.warning(
                 "interrupted: continue with  python train.py resume=%s", cfg.paths.output_dir
             )

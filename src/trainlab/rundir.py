@@ -41,9 +41,11 @@ def _refuse(message: str) -> None:
     sys.exit(2)
 
 
-def _is_other_rank() -> bool:
-    """DDP ranks > 0 (started by Lightning or torchrun) re-enter the run directory of rank 0."""
-    return any(os.environ.get(key, "0") != "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+def is_other_rank() -> bool:
+    """DDP ranks > 0 (started by Lightning, torchrun or srun) re-enter rank 0's run directory
+    with rank 0's command line."""
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return any(os.environ.get(key, "0") != "0" for key in keys)
 
 
 class RunDirGuard(Callback):
@@ -51,7 +53,7 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         run_dir = Path(str(config.hydra.run.dir))
-        if _is_other_rank() or not holds_a_run(run_dir):
+        if is_other_rank() or not holds_a_run(run_dir):
             return
         if _same_path(config.get("resume"), run_dir):
             return
@@ -63,7 +65,7 @@ class RunDirGuard(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if _is_other_rank() or "Resumable" in str(config.hydra.sweeper.get("_target_", "")):
+        if is_other_rank() or "Resumable" in str(config.hydra.sweeper.get("_target_", "")):
             return  # the resumable Optuna sweeper numbers new jobs after the existing ones
         jobs = sorted(p.name for p in sweep_dir.glob("*") if holds_a_run(p))
         if jobs:
@@ -120,17 +122,19 @@ def resume_argv(argv: list[str]) -> list[str]:
             "train it further, give a larger max_epochs, e.g. "
             f"resume={run_dir} max_epochs={int(config.get('max_epochs') or 0) * 2 or 20}."
         )
-    if not (run_dir / "checkpoints" / "last.ckpt").is_file() and not any(
-        run_dir.glob("hpc_ckpt_*.ckpt")
-    ):
+    if new and (config.get("scheduler") or {}).get("length_arg"):
         raise ConfigError(
-            f"resume={run_dir} has no checkpoint to continue from (no checkpoints/last.ckpt): "
-            "it stopped before its first one, or ran with callbacks=none. Start it again."
+            f"resume={run_dir} cannot change max_epochs: its scheduler was sized for "
+            f"max_epochs={config.get('max_epochs')} and keeps that length in the checkpoint "
+            "(it would end early, or step past its end). Start a new run with the longer "
+            "schedule, or use scheduler=none / plateau / step for runs you extend."
         )
+    check_epochs_left(run_dir, _new_max_epochs(new, config))
     overrides = yaml.safe_load((saved / "overrides.yaml").read_text()) or []
     hydra_overrides = _hydra_overrides(saved)
     changed = {_key(a) for a in new}
-    kept = [o for o in overrides if _key(o) not in changed and _key(o) != "resume"]
+    # ckpt_path was where the run started; it goes on from its own checkpoint now
+    kept = [o for o in overrides if _key(o) not in changed | {"resume", "ckpt_path"}]
     resolved = run_dir.resolve()
     return [
         argv[0],
@@ -140,6 +144,35 @@ def resume_argv(argv: list[str]) -> list[str]:
         *hydra_overrides,
         f"hydra.run.dir={resolved}",
     ]
+
+
+def _new_max_epochs(new: list[str], config: dict[str, Any]) -> int:
+    given = [a.split("=", 1)[1] for a in new if _key(a) == "max_epochs"]
+    try:
+        return int(given[-1]) if given else int(config.get("max_epochs") or 0)
+    except ValueError as err:
+        raise ConfigError(
+            f"max_epochs={given[-1]} is not a whole number, e.g. max_epochs=40."
+        ) from err
+
+
+def check_epochs_left(run_dir: Path, max_epochs: int) -> None:
+    """The run's newest checkpoint must exist, load, and have epochs left to train."""
+    from trainlab.checkpoints import epochs_trained, latest_checkpoint, read_checkpoint
+
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise ConfigError(
+            f"resume={run_dir} has no checkpoint to continue from (no checkpoints/last.ckpt): "
+            "it stopped before its first one, or ran with callbacks=none. Start it again."
+        )
+    done = epochs_trained(read_checkpoint(path, "resume"))
+    if done >= max_epochs:
+        raise ConfigError(
+            f"resume={run_dir}: its last checkpoint ({path.name}) has trained {done} epochs, all "
+            f"of max_epochs={max_epochs}. To train further, give a larger max_epochs, e.g. "
+            f"resume={run_dir} max_epochs={2 * done}."
+        )
 
 
 def _hydra_overrides(saved: Path) -> list[str]:

@@ -2,34 +2,42 @@
 
 Lightning's `self.log` costs about a millisecond per call, and a torchmetrics update runs
 input checks that wait for the device: for a small model that is more than the step itself.
-Adding a batch's numbers to a few sums in place costs microseconds and never waits. The sums
-are buffers, so they travel with checkpoints: a run resumed mid-epoch reports the same epoch
-means as one left alone.
+Adding a batch's numbers to a few sums in place costs microseconds and never waits.
+
+The sums are plain float32 tensors, not module buffers: DDP would overwrite a buffer with
+rank 0's at every forward, and `precision=bf16-true` would cast it to bfloat16. They travel
+with checkpoints through the module's checkpoint hooks (`LogsEpochMeans`), so a run resumed
+mid-epoch reports the same epoch means as one left alone.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
-class EpochSums(nn.Module):
+class EpochSums:
     """Sums of named batch means weighted by the batch's count (samples, tokens)."""
 
     def __init__(self, *names: str) -> None:
-        super().__init__()
         self.names = names
-        # float32, not float64 (MPS has none): exact for counts below 2**24 per epoch
-        self.register_buffer("sums", torch.zeros(len(names) + 1))
+        self.sums: Tensor | None = None  # made on the device of the first batch
 
     @torch.no_grad()
     def add(self, count: int, **batch_means: Tensor) -> None:
+        if self.sums is None:
+            device = batch_means[self.names[0]].device
+            self.sums = torch.zeros(len(self.names) + 1, device=device)  # last: the count
         for i, name in enumerate(self.names):
             self.sums[i] += batch_means[name].detach().float() * count
         self.sums[-1] += count
 
     def pop_means(self, strategy) -> dict[str, Tensor]:
         """This epoch's means over every rank (one all-reduce); the sums start again at zero."""
+        if self.sums is None:
+            return {}
         sums = self.sums.clone()
         if strategy is not None and strategy.world_size > 1:
             sums = strategy.reduce(sums, reduce_op="sum")
@@ -38,10 +46,23 @@ class EpochSums(nn.Module):
 
 
 class LogsEpochMeans:
-    """For LightningModules: log an `EpochSums`' means as `<stage>/<name>`, once per epoch."""
+    """For LightningModules with `EpochSums` attributes: log their means as
+    `<stage>/<name>` once per epoch, and keep the part-done sums in checkpoints."""
 
     def log_epoch_means(self, stage: str, metrics: EpochSums, prog_bar: bool = True) -> dict:
         means = metrics.pop_means(self.trainer.strategy)
         for name, value in means.items():
             self.log(f"{stage}/{name}", value, prog_bar=prog_bar)
         return means
+
+    def _epoch_sums(self) -> dict[str, EpochSums]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, EpochSums)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["epoch_sums"] = {
+            k: v.sums.cpu() for k, v in self._epoch_sums().items() if v.sums is not None
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, sums in checkpoint.get("epoch_sums", {}).items():
+            self._epoch_sums()[name].sums = sums.to(self.device).float()
