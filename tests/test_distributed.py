@@ -226,3 +226,19 @@ def test_two_torchrun_nodes_on_loopback_train_one_run(tmp_path):
     assert hydra["job"]["name"] == "train"  # node 0's, not overwritten by node 1
     assert (run / "train_node_1.log").exists()
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_ddp_run_resumes_on_both_ranks(tmp_path):
+    """Rank 1 is started with rank 0's rewritten command line: it must not rewrite it again."""
+    run = tmp_path / "run"
+    first = run_train(
+        tmp_path, "trainer=ddp_cpu", "max_epochs=1", "logger=none", f"hydra.run.dir={run}"
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_train(tmp_path, f"resume={run}", "max_epochs=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["plan"]["world_size"] == 2
+    assert record["trained"]["epochs"] == 2
+    assert record["trained"]["resumed_from"]["epoch"] >= 1
