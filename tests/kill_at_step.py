@@ -29,3 +29,15 @@ class SigtermAtEpochEnd(Callback):
     def on_train_epoch_end(self, trainer, *args) -> None:
         if trainer.current_epoch == self.epoch and trainer.ckpt_path is None:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermAtBatch(Callback):
+    """SIGTERM right after training batch `batch` of epoch `epoch` (a micro batch, maybe)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        fresh = trainer.ckpt_path is None
+        if fresh and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -91,6 +91,29 @@ def test_sigterm_at_an_epoch_end_resumes_to_exactly_the_same_result(unbroken, tm
     assert weights_hash(run) == weights_hash(unbroken)
 
 
+def test_sigterm_mid_accumulation_stops_after_the_whole_step_and_resumes_exactly(tmp_path):
+    accumulating = [*EXACT, "batch_size=64", "micro_batch_size=32"]  # 2 micro batches a step
+    helpers = {"PYTHONPATH": str(ROOT / "tests")}
+    unbroken = run_cli(*accumulating, f"hydra.run.dir={tmp_path}/unbroken")
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    run = tmp_path / "run"
+    stopped = run_cli(
+        *accumulating,
+        f"hydra.run.dir={run}",
+        "+callbacks.stop._target_=kill_at_step.SigtermAtBatch",
+        "+callbacks.stop.epoch=1",
+        "+callbacks.stop.batch=4",  # the first micro batch of a step
+        env=helpers,
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 19 + 3  # epoch 0's 19 steps, then micro batches 0-5
+    resumed = run_cli(f"resume={run}", env=helpers)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert record_of(run)["metrics"] == record_of(tmp_path / "unbroken")["metrics"]
+    assert weights_hash(run) == weights_hash(tmp_path / "unbroken")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_says_interrupted(signum, tmp_path):
     run = tmp_path / "run"
