@@ -175,6 +175,17 @@ def test_a_requeued_job_continues_from_the_checkpoint_in_its_directory(tmp_path)
     assert record["trained"]["optimizer_steps"] == 3 * 19
 
 
+def test_a_job_stopped_after_its_last_epoch_only_validates_and_tests_when_it_comes_back(tmp_path):
+    first = train(compose_run(["max_epochs=2", "logger=none"], tmp_path))
+    tested = record_of(tmp_path)["metrics"]["test/acc"]
+    (tmp_path / "metrics.json").unlink()  # as if killed during the test
+    again = train(compose_run(["max_epochs=2", "logger=none"], tmp_path))
+    record = record_of(tmp_path)
+    assert record["status"] == "completed" and again == first  # the best checkpoint's val/acc
+    assert record["metrics"]["test/acc"] == tested
+    assert record["trained"]["fit_s"] is None and record["trained"]["optimizer_steps"] == 2 * 19
+
+
 def test_epoch_order_depends_on_seed_and_epoch_only_and_resumes_part_way():
     order = EpochShuffle(10, seed=1)
     order.set_epoch(3)

@@ -123,3 +123,14 @@ def epochs_trained(checkpoint: dict[str, Any]) -> int:
     """Epochs whose training batches a Lightning checkpoint has all been through."""
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
     return int(progress.get("current", {}).get("processed", checkpoint.get("epoch", 0)))
+
+
+def best_checkpoint_in(checkpoint: dict[str, Any]) -> str | None:
+    """The best checkpoint a ModelCheckpoint with a monitor had kept when this one was saved."""
+    for state in checkpoint.get("callbacks", {}).values():
+        if not isinstance(state, dict) or not state.get("monitor"):
+            continue
+        path = state.get("best_model_path")
+        if path and Path(path).is_file():
+            return str(path)
+    return None

@@ -39,6 +39,7 @@ from trainlab.callbacks import (
 from trainlab.checkpoints import (
     AtomicCheckpointIO,
     RngState,
+    best_checkpoint_in,
     epochs_trained,
     latest_checkpoint,
     read_checkpoint,
@@ -211,14 +212,8 @@ def starting_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | N
     if requeued is not None:
         # a fresh run's directory is new, so a checkpoint there means this is the same job
         # started again: SLURM requeued it (submitit keeps the job's directory)
-        checkpoint = read_checkpoint(requeued, "the requeued job's checkpoint")
-        if epochs_trained(checkpoint) >= cfg.max_epochs:
-            raise ConfigError(
-                f"{cfg.paths.output_dir} already holds a checkpoint with all max_epochs="
-                f"{cfg.max_epochs} trained ({requeued}); this job has nothing left to train."
-            )
         log.warning("this run's directory already has %s: continuing from it", requeued)
-        return str(requeued), checkpoint
+        return str(requeued), read_checkpoint(requeued, "the requeued job's checkpoint")
     return None, None
 
 
@@ -301,13 +296,21 @@ def fit_and_test(
         logger.log_hyperparams({**hparams_of(cfg, group_choices()), **plan_summary(plan)})
     metrics: dict[str, Any] = {}
     started = time.perf_counter()
+    # resumed or requeued after its last epoch (stopped during the test): only finish it
+    finished = (
+        cfg.train
+        and cfg.ckpt_path is None
+        and checkpoint is not None
+        and epochs_trained(checkpoint) >= cfg.max_epochs
+    )
+    fits = cfg.train and not finished
     with checkpoint_must_fit(ckpt, group_choices().get("model")):
-        if cfg.train:
+        if fits:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             metrics.update(trainer.callback_metrics)
             best = best_checkpoint(trainer)
         else:
-            best = ckpt
+            best = (best_checkpoint_in(checkpoint) if finished else None) or ckpt
             for results in trainer.validate(
                 module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True
             ):
@@ -324,10 +327,10 @@ def fit_and_test(
     trained = {
         "optimizer": module.optimizer_built,
         "scheduler": schedulers[0] if schedulers else None,
-        "epochs": trainer.current_epoch,
-        "optimizer_steps": trainer.global_step,
+        "epochs": epochs_trained(checkpoint) if finished else trainer.current_epoch,
+        "optimizer_steps": checkpoint["global_step"] if finished else trainer.global_step,
         "best_checkpoint": best,
-        "fit_s": round(fitted - started, 3) if cfg.train else None,
+        "fit_s": round(fitted - started, 3) if fits else None,
         "loop_s": round(timer.seconds, 3) if timer.seconds is not None else None,
         "test_s": round(tested - fitted, 3) if cfg.test else None,
         "throughput": throughput_of(trainer),

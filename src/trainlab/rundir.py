@@ -129,7 +129,7 @@ def resume_argv(argv: list[str]) -> list[str]:
             "(it would end early, or step past its end). Start a new run with the longer "
             "schedule, or use scheduler=none / plateau / step for runs you extend."
         )
-    check_epochs_left(run_dir, _new_max_epochs(new, config))
+    check_epochs_left(run_dir, _new_max_epochs(new, config), extending=bool(new))
     overrides = yaml.safe_load((saved / "overrides.yaml").read_text()) or []
     hydra_overrides = _hydra_overrides(saved)
     changed = {_key(a) for a in new}
@@ -156,8 +156,10 @@ def _new_max_epochs(new: list[str], config: dict[str, Any]) -> int:
         ) from err
 
 
-def check_epochs_left(run_dir: Path, max_epochs: int) -> None:
-    """The run's newest checkpoint must exist, load, and have epochs left to train."""
+def check_epochs_left(run_dir: Path, max_epochs: int, extending: bool) -> None:
+    """The run's newest checkpoint must exist and load; to extend the run, it must have epochs
+    left to train (without a new max_epochs, a run stopped after its last epoch finishes:
+    it validates and tests its best checkpoint)."""
     from trainlab.checkpoints import epochs_trained, latest_checkpoint, read_checkpoint
 
     path = latest_checkpoint(run_dir)
@@ -167,7 +169,7 @@ def check_epochs_left(run_dir: Path, max_epochs: int) -> None:
             "it stopped before its first one, or ran with callbacks=none. Start it again."
         )
     done = epochs_trained(read_checkpoint(path, "resume"))
-    if done >= max_epochs:
+    if extending and done >= max_epochs:
         raise ConfigError(
             f"resume={run_dir}: its last checkpoint ({path.name}) has trained {done} epochs, all "
             f"of max_epochs={max_epochs}. To train further, give a larger max_epochs, e.g. "
