@@ -413,8 +413,10 @@ def train(cfg: DictConfig) -> float:
     started = time.perf_counter()
     direction = cfg.optimized_direction
     known: dict[str, Any] = {}  # the plan, once there is one: every later record carries it
-    if cfg.resume is not None and "plan" in read_record(Path(cfg.paths.output_dir)):
-        known["plan"] = read_record(Path(cfg.paths.output_dir))["plan"]
+    if cfg.resume is not None:  # an interrupt early in the resumed run keeps the plan
+        previous_plan = read_record(Path(cfg.paths.output_dir)).get("plan")
+        if previous_plan:
+            known["plan"] = previous_plan
 
     def finish(status: str, objective: float | None, metrics: dict, **extra: Any) -> Path | None:
         return write_metrics(

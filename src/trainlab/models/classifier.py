@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from trainlab.models.epoch_metrics import EpochSums, LogsEpochMeans
@@ -36,6 +35,9 @@ class Classifier(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningMod
         "test/loss",
         "test/acc",
     )
+
+    # val/acc_best: the highest val/acc so far (LogsEpochMeans)
+    best_metric, best_mode = "acc", "max"
 
     # read by the ThroughputMonitor; None: no FLOP count, so no MFU for this small model
     flops_per_batch = None
@@ -73,29 +75,3 @@ class Classifier(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningMod
         loss = self.criterion(logits, y)
         metrics.add(len(y), loss=loss, acc=(logits.argmax(dim=1) == y).float().mean())
         return loss
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, self.train_metrics)
-
-    def on_train_epoch_end(self) -> None:
-        self.log_epoch_means("train", self.train_metrics)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:  # a few batches of untrained (or resumed) weights
-            self.val_metrics.pop_means(self.trainer.strategy)
-            return
-        acc = self.log_epoch_means("val", self.val_metrics)["acc"]
-        if self.trainer.state.fn == TrainerFn.FITTING:
-            self.val_acc_best.copy_(torch.maximum(self.val_acc_best, acc))
-        else:  # validate(): no history, the best is this one
-            self.val_acc_best.copy_(acc)
-        self.log("val/acc_best", self.val_acc_best.clone(), prog_bar=True)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.test_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_epoch_means("test", self.test_metrics, prog_bar=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 
@@ -46,8 +47,42 @@ class EpochSums:
 
 
 class LogsEpochMeans:
-    """For LightningModules with `EpochSums` attributes: log their means as
-    `<stage>/<name>` once per epoch, and keep the part-done sums in checkpoints."""
+    """For LightningModules whose `_step(batch, sums)` adds a batch to `train_metrics`,
+    `val_metrics` or `test_metrics` (`EpochSums`): the step hooks, the means logged as
+    `<stage>/<name>` once per epoch, the part-done sums kept in checkpoints, and the best
+    validation value so far in the buffer `val_<best_metric>_best` (its `best_mode` is
+    "max" or "min"), logged as `val/<best_metric>_best`."""
+
+    best_metric: str
+    best_mode: str
+
+    def training_step(self, batch, batch_idx: int):
+        return self._step(batch, self.train_metrics)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, self.val_metrics)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, self.test_metrics)
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_means("train", self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches of untrained (or resumed) weights
+            self.val_metrics.pop_means(self.trainer.strategy)
+            return
+        value = self.log_epoch_means("val", self.val_metrics)[self.best_metric]
+        best = getattr(self, f"val_{self.best_metric}_best")
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            better = torch.maximum if self.best_mode == "max" else torch.minimum
+            best.copy_(better(best, value))
+        else:  # validate(): no history, the best is this one
+            best.copy_(value)
+        self.log(f"val/{self.best_metric}_best", best.clone(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_means("test", self.test_metrics, prog_bar=False)
 
     def log_epoch_means(self, stage: str, metrics: EpochSums, prog_bar: bool = True) -> dict:
         means = metrics.pop_means(self.trainer.strategy)

@@ -17,7 +17,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -166,6 +165,9 @@ class GPT(nn.Module):
 class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
     """Next-byte prediction: cross-entropy per split, bits per byte, the best val loss."""
 
+    # val/loss_best: the lowest val/loss so far (LogsEpochMeans)
+    best_metric, best_mode = "loss", "min"
+
     # every name this module logs: `optimized_metric` is checked against it before training
     # (plus val/unigram_bpb, the data's baseline, when the datamodule provides it)
     logged_metrics = (
@@ -225,35 +227,12 @@ class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.Lightning
             metrics.add(y.numel(), loss=loss)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, self.train_metrics)
-
-    def on_train_epoch_end(self) -> None:
-        self.log_epoch_means("train", self.train_metrics)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.val_metrics)
-
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:  # a few batches of untrained (or resumed) weights
-            self.val_metrics.pop_means(self.trainer.strategy)
-            return
-        loss = self.log_epoch_means("val", self.val_metrics)["loss"]
-        if self.trainer.state.fn == TrainerFn.FITTING:
-            self.val_loss_best.copy_(torch.minimum(self.val_loss_best, loss))
-        else:  # validate(): no history, the best is this one
-            self.val_loss_best.copy_(loss)
-        self.log("val/loss_best", self.val_loss_best.clone(), prog_bar=True)
+        super().on_validation_epoch_end()
         # the baseline to beat: a byte histogram of the train split, scored on val
         unigram = getattr(getattr(self.trainer, "datamodule", None), "unigram_bpb", None)
-        if unigram is not None:
+        if unigram is not None and not self.trainer.sanity_checking:
             self.log("val/unigram_bpb", float(unigram))
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.test_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_epoch_means("test", self.test_metrics, prog_bar=False)
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
