@@ -1,0 +1,22 @@
+"""The sweep report: one table and a few plots that answer "which lr, batch size, optimizer?".
+
+Written by Hydra when a multirun ends (`SweepReport`, registered in conf/hydra/default.yaml)
+and by hand on any sweep directory, finished or not:
+
+    python -m trainlab.report outputs/train/multirun/<date>/<time>_<id>
+
+It writes summary.csv, summary.md and PNG plots into the sweep directory. pandas and
+matplotlib are imported only when a report is written, so that single runs do not pay for them.
+
+- `jobs`: reading each job's directory (overrides, record) into one row
+- `summary`: the table, best first, and `write_report`, which writes every file
+- `plots`: the PNG plots
+- `callback`: the Hydra callback; `cli`: the command
+"""
+
+from trainlab.report.callback import SweepReport
+from trainlab.report.cli import main
+from trainlab.report.jobs import job_dirs, read_job
+from trainlab.report.summary import summarize, write_report
+
+__all__ = ["SweepReport", "job_dirs", "main", "read_job", "summarize", "write_report"]
