@@ -1,0 +1,1 @@
+"""trainlab's Hydra launchers (Hydra loads launchers only from the `hydra_plugins` package)."""
