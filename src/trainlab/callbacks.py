@@ -13,7 +13,9 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
-from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+
+from trainlab.checks import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +171,96 @@ class LoopTimer(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         self.seconds = (self.seconds or 0.0) + time.perf_counter() - self._started
+
+
+class ValidateFinalWeights(Callback):
+    """Training that ends after optimizer steps no validation saw validates once more, inside
+    fit, so that the best-so-far metric, the best checkpoint and the test see the final weights.
+
+    Training ends at the step that reaches `max_steps`, at the last batch of the last epoch,
+    or when something asks it to stop (`max_time`'s Timer, early stopping, any callback
+    setting `trainer.should_stop`). At that step this sets `trainer.should_stop`, which makes
+    Lightning validate after the batch unless it validates there anyway (an epoch end, a
+    `val_check_interval` batch): never twice. An epoch that `check_val_every_n_epoch` skips is
+    validated all the same. A stop asked for in the middle of gradient accumulation waits for
+    the step (every rank agrees: they share the step count, and the Timer's decision is
+    rank 0's). With validation off (`limit_val_batches=0`, no validation data) nothing can be
+    validated: a `val/` objective is refused, anything else trains with a warning.
+    """
+
+    def __init__(self, objective: str | None = None) -> None:
+        self.objective = objective
+        self.validated_step: int | None = None  # global step of the last validation in fit
+        self._step_before = 0
+        self._stop_pending = False  # a stop asked for during accumulation
+        self._every_n_epoch: int | None = None
+        self._lifted = False  # check_val_every_n_epoch set aside for this one validation
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.enable_validation:
+            return
+        why = (
+            f"trainer.limit_val_batches={trainer.limit_val_batches}"
+            if not trainer.limit_val_batches > 0
+            else "the data has no validation split"
+        )
+        if self.objective is not None and str(self.objective).startswith("val/"):
+            raise ConfigError(
+                f"Validation is off ({why}), but optimized_metric={self.objective} is measured "
+                "by validation: no run could report it, keep a best checkpoint or validate "
+                "its final weights. Leave trainer.limit_val_batches at null (or > 0), or "
+                "optimize a test/ metric (optimized_metric=test/...)."
+            )
+        log.warning(
+            "validation is off (%s): no val/ metrics, and the test uses the final weights", why
+        )
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        self._step_before = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self._step_before:  # accumulating: no optimizer step yet
+            if trainer.should_stop:
+                trainer.should_stop = False  # asked again at the step, after the whole step
+                self._stop_pending = True
+            return
+        loop = trainer.fit_loop
+        epochs = trainer.max_epochs
+        last_epoch = epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs
+        ending = (
+            (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+            or self._stop_pending
+            or trainer.should_stop
+            or (last_epoch and batch_idx + 1 >= trainer.num_training_batches)
+        )
+        if not ending or not trainer.enable_validation or not loop._can_stop_early:
+            return
+        trainer.should_stop = True  # Lightning validates after a batch that asks to stop
+        every = trainer.check_val_every_n_epoch
+        if every is not None and (trainer.current_epoch + 1) % every:
+            self._every_n_epoch, self._lifted = every, True
+            trainer.check_val_every_n_epoch = None  # only for this validation
+
+    def _restore(self, trainer: L.Trainer) -> None:
+        if self._lifted:
+            trainer.check_val_every_n_epoch = self._every_n_epoch
+            self._lifted = False
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._restore(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.validated_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._restore(trainer)
+        unseen = trainer.global_step - (self.validated_step or 0)
+        if trainer.enable_validation and unseen > 0:
+            log.warning(
+                "the last %d optimizer steps were not validated (min_epochs or min_steps not "
+                "met when training ended?): val/ metrics and the best checkpoint are from "
+                "step %s",
+                unseen,
+                self.validated_step,
+            )

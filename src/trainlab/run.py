@@ -35,6 +35,7 @@ from trainlab.callbacks import (
     LoopTimer,
     StopOnSignal,
     ThroughputSummary,
+    ValidateFinalWeights,
 )
 from trainlab.checkpoints import (
     AtomicCheckpointIO,
@@ -291,7 +292,9 @@ def fit_and_test(
 
     # after tuning: the LR test diverges on purpose, and must not be checkpointed or resumed
     timer = LoopTimer()
-    trainer.callbacks.extend([DivergenceGuard(), RngState(), stop, timer])
+    trainer.callbacks.extend(
+        [DivergenceGuard(), RngState(), stop, timer, ValidateFinalWeights(cfg.optimized_metric)]
+    )
     for logger in trainer.loggers:  # so runs compare by the knobs in TensorBoard, MLflow, ...
         logger.log_hyperparams({**hparams_of(cfg, group_choices()), **plan_summary(plan)})
     metrics: dict[str, Any] = {}
