@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +25,59 @@ def worst_objective(direction: str) -> float:
     return -1e9 if direction == "maximize" else 1e9
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` as the umask leaves it: what open() would give a new file (mkstemp gives 0600,
+    and a rename keeps it, which a group sharing the outputs folder could not read)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
+    """Write JSON to a temporary file beside `path`, then rename it over `path`. Any value
+    can be written (`json_safe`): a record is never lost to the value it holds."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def json_safe(value: Any) -> Any:
+    """`value` as plain JSON: tensors and numpy scalars as numbers or lists, OmegaConf nodes
+    as lists and dicts, non-finite floats as the strings "nan", "inf", "-inf", anything else
+    unknown as its str()."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if hasattr(value, "tolist") and callable(value.tolist):  # tensors, numpy arrays/scalars
+        return json_safe(value.tolist())
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return json_safe(OmegaConf.to_container(value, resolve=False))
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
 def plain_number(value: Any) -> float | None:
-    """A tensor or number as a JSON-safe float; NaN and inf become None."""
-    value = float(value.item() if hasattr(value, "item") else value)
+    """A tensor or number as a JSON-safe float; NaN and inf (and what is no number) become None."""
+    try:
+        value = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
     return value if math.isfinite(value) else None
 
 
