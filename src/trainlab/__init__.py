@@ -1,1 +1,7 @@
-"""trainlab: a Lightning + Hydra template for choosing lr, batch size and optimizer."""
+"""trainlab: choose the learning rate, batch size and optimizer, with Lightning + Hydra."""
+
+from trainlab.objective import register_resolvers
+
+# the configs' ${trainlab.monitor:...}, ${trainlab.mode:...}, ${trainlab.direction:...}: any
+# import of trainlab (train.py's Hydra callbacks, the pipeline, the tests) makes them known
+register_resolvers()

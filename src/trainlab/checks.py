@@ -8,11 +8,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-DIRECTIONS = ("maximize", "minimize")
+# a number the model trains with must fit a float32; a count must fit an int32
+FLOAT32_MAX = 3.4028234663852886e38
+WHOLE_MAX = 2**31 - 1
 
 
 class ConfigError(ValueError):
     """A value the user gave that cannot work; the message says which and what is allowed."""
+
+
+def shown(value: Any) -> str:
+    """A value as the user would type it: null, true, 'text', [1, 2], 1e+300."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return repr(OmegaConf.to_container(value, resolve=False))
+    return repr(value)
 
 
 def _is_number(value: Any) -> bool:
@@ -24,29 +39,48 @@ def _is_whole(value: Any) -> bool:
 
 
 def check_positive_number(name: str, value: Any, example: str) -> None:
-    if not _is_number(value) or not value > 0 or value == float("inf"):
+    if not _is_number(value) or not 0 < value <= FLOAT32_MAX:
         raise ConfigError(
-            f"{name}={value!r} is not allowed: {name} must be a finite number > 0, "
-            f"e.g. {name}={example}."
+            f"{name}={shown(value)} is not allowed: {name} must be a finite number > 0 and at "
+            f"most 3.4e38 (the largest float32), e.g. {name}={example}."
         )
 
 
 def check_non_negative_number(name: str, value: Any, example: str) -> None:
-    if not _is_number(value) or not value >= 0 or value == float("inf"):
+    if not _is_number(value) or not 0 <= value <= FLOAT32_MAX:
         raise ConfigError(
-            f"{name}={value!r} is not allowed: {name} must be a finite number >= 0, "
-            f"e.g. {name}={example}."
+            f"{name}={shown(value)} is not allowed: {name} must be a finite number >= 0 and at "
+            f"most 3.4e38 (the largest float32), e.g. {name}={example}."
         )
 
 
 def check_whole_number(
     name: str, value: Any, minimum: int, example: str, maximum: int | None = None
 ) -> None:
-    if not _is_whole(value) or value < minimum or (maximum is not None and value > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+    maximum = WHOLE_MAX if maximum is None else maximum
+    if not _is_whole(value) or value < minimum or value > maximum:
         raise ConfigError(
-            f"{name}={value!r} is not allowed: {name} must be a whole number {allowed}, "
-            f"e.g. {name}={example}."
+            f"{name}={shown(value)} is not allowed: {name} must be a whole number from "
+            f"{minimum} to {maximum}, e.g. {name}={example}."
+        )
+
+
+def check_optional(check, name: str, value: Any, *args: Any) -> None:
+    """`check(name, value, *args)` unless the value is null (the knob's 'off')."""
+    if value is not None:
+        check(name, value, *args)
+
+
+def check_text(name: str, value: Any, example: str, *, nullable: bool = False) -> None:
+    """A path, a metric name, a precision: text (a number is accepted where Lightning takes
+    one, e.g. precision=32); never a list or a mapping."""
+    if value is None and nullable:
+        return
+    if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+        allowed = "text or null" if nullable else "text"
+        raise ConfigError(
+            f"{name}={shown(value)} is not allowed: {name} must be {allowed}, e.g. "
+            f"{name}={example}."
         )
 
 
@@ -57,32 +91,28 @@ def check_knobs(
     batch_size: Any,
     max_epochs: Any,
     seed: Any,
-    direction: Any,
     folds: Any,
 ) -> None:
-    """The top-level knobs of `conf/train.yaml`, checked for type and range."""
+    """The top-level numeric knobs of `conf/train.yaml`, checked for type and range."""
     check_positive_number("lr", lr, "0.001")
     check_non_negative_number("weight_decay", weight_decay, "0.01")
     check_whole_number("batch_size", batch_size, 1, "64")
     check_whole_number("max_epochs", max_epochs, 1, "20")
     check_whole_number("seed", seed, 0, "42", maximum=2**32 - 1)  # numpy's seed range
-    if direction not in DIRECTIONS:
+    if not _is_whole(folds) or folds == 1 or not 0 <= folds <= WHOLE_MAX:
         raise ConfigError(
-            f"optimized_direction={direction!r} is not allowed: use maximize (accuracy) or "
-            "minimize (a loss)."
-        )
-    if not _is_whole(folds) or folds == 1 or folds < 0:
-        raise ConfigError(
-            f"cv.folds={folds!r} is not allowed: use 0 for no cross-validation, or a whole "
+            f"cv.folds={shown(folds)} is not allowed: use 0 for no cross-validation, or a whole "
             "number >= 2 for K-fold cross-validation, e.g. cv.folds=5."
         )
 
 
-def check_choice(name: str, value: Any, allowed: Iterable[str], meaning: str = "") -> None:
+def check_choice(name: str, value: Any, allowed: Iterable[Any], meaning: str = "") -> None:
+    """`value` is one of `allowed`, of the same type too: 1 is not true, [true] is not true."""
     allowed = tuple(allowed)
-    if value not in allowed:
+    if not any(type(value) is type(a) and value == a for a in allowed):
         raise ConfigError(
-            f"{name}={value!r} is not allowed: use one of {', '.join(map(str, allowed))}{meaning}."
+            f"{name}={shown(value)} is not allowed: use one of "
+            f"{', '.join(shown(a).strip(chr(39)) for a in allowed)}{meaning}."
         )
 
 
@@ -91,13 +121,13 @@ def check_schedule_knobs(*, warmup: Any, min_lr_ratio: Any) -> None:
     check_non_negative_number("warmup", warmup, "0.05")
     if warmup >= 1 and warmup != int(warmup):
         raise ConfigError(
-            f"warmup={warmup!r} is not allowed: below 1 it is a fraction of the run (e.g. "
+            f"warmup={shown(warmup)} is not allowed: below 1 it is a fraction of the run (e.g. "
             "warmup=0.05), from 1 on a whole number of optimizer steps (e.g. warmup=100)."
         )
     if not _is_number(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
         raise ConfigError(
-            f"min_lr_ratio={min_lr_ratio!r} is not allowed: it is the final lr as a fraction of "
-            "lr, a number from 0 to 1, e.g. min_lr_ratio=0.1."
+            f"min_lr_ratio={shown(min_lr_ratio)} is not allowed: it is the final lr as a "
+            "fraction of lr, a number from 0 to 1, e.g. min_lr_ratio=0.1."
         )
 
 
@@ -113,6 +143,6 @@ def check_optimized_metric(metric: Any, logged: Iterable[str]) -> None:
     logged = tuple(logged)
     if metric not in logged:
         raise ConfigError(
-            f"optimized_metric={metric!r} is never logged by this model, so no run could "
+            f"optimized_metric={shown(metric)} is never logged by this model, so no run could "
             f"report it. The model logs: {', '.join(logged)}."
         )

@@ -9,10 +9,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import signal
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from trainlab.callbacks import (
     Diverged,
@@ -45,19 +44,12 @@ from trainlab.checkpoints import (
     latest_checkpoint,
     read_checkpoint,
 )
-from trainlab.checks import (
-    ConfigError,
-    check_batch_fits,
-    check_choice,
-    check_knobs,
-    check_optimized_metric,
-    check_positive_number,
-    check_schedule_knobs,
-    check_whole_number,
-)
+from trainlab.checks import ConfigError, check_batch_fits, check_optimized_metric
+from trainlab.config_checks import check_config
 from trainlab.distributed import distributed_job, in_sweep
-from trainlab.optim import check_weight_decay_groups
-from trainlab.plan import Plan, check_lr_scaling, make_plan
+from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
+from trainlab.objective import MODE_OF, best_of, monitor_of, objective_direction
+from trainlab.plan import Plan, make_plan
 from trainlab.record import worst_objective, write_metrics
 from trainlab.rundir import read_record
 from trainlab.scale import compiled
@@ -127,62 +119,6 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback else ""
     return path or None
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Every check that needs nothing built: types, ranges, and knobs that contradict each other."""
-    check_knobs(
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        max_epochs=cfg.max_epochs,
-        seed=cfg.seed,
-        direction=cfg.optimized_direction,
-        folds=cfg.cv.folds,
-    )
-    check_schedule_knobs(warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)
-    if cfg.grad_clip is not None:
-        check_positive_number("grad_clip", cfg.grad_clip, "1.0")
-    check_choice("compile", cfg.compile, (True, False), " (torch.compile the network or not)")
-    check_lr_scaling(cfg.lr_scaling)
-    check_weight_decay_groups(cfg.weight_decay_groups)
-    if cfg.cv.folds and "fold" not in cfg.data:
-        raise ConfigError(
-            f"cv.folds={cfg.cv.folds} needs a datamodule that can cut folds (data=digits); "
-            f"this data config has no `fold` argument. Use cv.folds=0."
-        )
-    check_start(cfg)
-    if cfg.threads is not None:
-        check_whole_number("threads", cfg.threads, 1, "1")
-    if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
-        raise ConfigError(
-            f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
-            f"test={cfg.test} and cv.folds={cfg.cv.folds} (cross-validation never looks at the "
-            "test split): optimize a val/ metric, or set test=true without cv.folds."
-        )
-
-
-def check_start(cfg: DictConfig) -> None:
-    """train / ckpt_path / resume: where the run starts from, and whether it trains at all."""
-    check_choice("train", cfg.train, (True, False), " (false: only evaluate ckpt_path)")
-    check_choice("deterministic", cfg.deterministic, (True, False, "warn"))
-    check_whole_number("checkpoint_every_n_steps", cfg.checkpoint_every_n_steps, 0, "200")
-    if cfg.resume is not None and cfg.ckpt_path is not None:
-        raise ConfigError(
-            f"resume={cfg.resume} and ckpt_path={cfg.ckpt_path} both name a starting point: "
-            "resume= continues a run in its own directory, ckpt_path= starts a new run (or, "
-            "with train=false, evaluates). Give one."
-        )
-    if not cfg.train and cfg.ckpt_path is None:
-        raise ConfigError(
-            "train=false evaluates a checkpoint, but no ckpt_path was given: add "
-            "ckpt_path=<run dir>/checkpoints/<file>.ckpt"
-        )
-    if cfg.cv.folds and (cfg.ckpt_path is not None or cfg.resume is not None or not cfg.train):
-        raise ConfigError(
-            f"cv.folds={cfg.cv.folds} trains K models from scratch; it cannot start from or "
-            "evaluate a checkpoint (ckpt_path, resume, train=false). Use cv.folds=0."
-        )
 
 
 def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
@@ -273,6 +209,7 @@ def fit_and_test(
     # objects go in by a call, not through instantiate's kwargs, which would turn a
     # dataclass such as SchedulerSpec into a config node
     module = instantiate(cfg.model, _partial_=True)(optimizer=optimizer, scheduler=scheduler)
+    keep_best_of_objective(module, cfg.optimized_metric, direction_or_default(cfg))
     check_optimized_metric(cfg.optimized_metric, module.logged_metrics)
     if cfg.compile:
         module.net = compiled(module.net)
@@ -351,6 +288,14 @@ def fit_and_test(
     return metrics, trained
 
 
+def keep_best_of_objective(module: L.LightningModule, metric: str, direction: str) -> None:
+    """The module's best-so-far (`val/<name>_best`) tracks the objective's own validation
+    metric, with the objective's direction: val/loss_best is the lowest val/loss."""
+    name = best_of(metric) or monitor_of(metric).partition("val/")[2]
+    if name and f"val/{name}" in module.logged_metrics:
+        module.keep_best(name, MODE_OF[direction])
+
+
 def throughput_of(trainer: L.Trainer) -> dict[str, float] | None:
     """The last training numbers of the ThroughputMonitor, if the run had one."""
     for callback in trainer.callbacks:
@@ -414,7 +359,7 @@ def train(cfg: DictConfig) -> float:
     `running`; `python train.py resume=<run dir>` continues it.
     """
     started = time.perf_counter()
-    direction = cfg.optimized_direction
+    direction = direction_or_default(cfg)
     known: dict[str, Any] = {}  # the plan, once there is one: every later record carries it
     if cfg.resume is not None:  # an interrupt early in the resumed run keeps the plan
         previous_plan = read_record(Path(cfg.paths.output_dir)).get("plan")
@@ -442,7 +387,7 @@ def train(cfg: DictConfig) -> float:
     stop = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints")
     try:
         with stop.installed():
-            check_config(cfg)
+            check_config(cfg, *overrides_and_groups())
             if cfg.cv.folds:
                 metrics, trained = cross_validate(cfg, stop, announce)
                 objective_key = "cv/mean"
@@ -472,7 +417,10 @@ def train(cfg: DictConfig) -> float:
         raise SystemExit(128 + signum) from None
     except BaseException as err:
         if cfg.resume is None or "plan" in known:  # a refused resume leaves the run's record
-            finish("failed", None, {}, error=f"{type(err).__name__}: {err}")
+            try:
+                finish("failed", None, {}, error=describe(err))
+            except OSError as unwritable:  # a full disk: the first fault is what to report
+                log.error("the failure could not be recorded: %s", describe(unwritable))
         raise
     known["plan"] = trained.pop("plan")
     path = finish("completed", objective, metrics, trained=trained)
@@ -488,12 +436,28 @@ def log_through_hydra() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
+def direction_or_default(cfg: DictConfig) -> str:
+    """The objective's direction; before check_config has refused a bad one, a stand-in."""
+    try:
+        return objective_direction(cfg.optimized_metric, cfg.optimized_direction)
+    except (ConfigError, OmegaConfBaseException):
+        return "minimize" if cfg.get("optimized_direction") == "minimize" else "maximize"
+
+
+def overrides_and_groups() -> tuple[list[str], list[str]]:
+    """The command line's overrides of this job and the names of the config groups."""
+    if not HydraConfig.initialized():
+        return [], []
+    hydra_cfg = HydraConfig.get()
+    return list(hydra_cfg.overrides.task), list(hydra_cfg.runtime.choices)
+
+
 def main(cfg: DictConfig) -> float:
     """Hydra's task function.
 
     In a sweep a failing job must not end the sweep: it is recorded `failed` and gives the
-    sweeper the worst objective. In a single run a ConfigError is a one-paragraph message
-    and exit code 2, not a traceback.
+    sweeper the worst objective. In a single run any fault is a one-paragraph message (exit
+    code 2 for a bad value, 1 otherwise), with the traceback in the run's train.log.
     """
     log_through_hydra()
     try:
@@ -501,9 +465,9 @@ def main(cfg: DictConfig) -> float:
             return train(cfg)
     except Exception as err:
         if in_sweep():
-            log.error("job failed, the sweep goes on: %s: %s", type(err).__name__, err)
-            return worst_objective(cfg.optimized_direction)
-        if not isinstance(err, ConfigError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            log.error("job failed, the sweep goes on: %s", describe(err))
+            log_traceback(err)
+            return worst_objective(direction_or_default(cfg))
+        if full_error_asked():
             raise
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_message(err)

@@ -23,21 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class Classifier(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
-    """Classification (cross-entropy by default); accuracy per split and the best val accuracy."""
-
-    # every name this module logs: `optimized_metric` is checked against it before training
-    logged_metrics = (
-        "train/loss",
-        "train/acc",
-        "val/loss",
-        "val/acc",
-        "val/acc_best",
-        "test/loss",
-        "test/acc",
-    )
-
-    # val/acc_best: the highest val/acc so far (LogsEpochMeans)
-    best_metric, best_mode = "acc", "max"
+    """Classification (cross-entropy by default); accuracy per split and the best val accuracy.
+    It logs train/ val/ test/ loss and acc, and val/acc_best (`logged_metrics`)."""
 
     # read by the ThroughputMonitor; None: no FLOP count, so no MFU for this small model
     flops_per_batch = None
@@ -63,8 +50,8 @@ class Classifier(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningMod
         self.train_metrics = EpochSums("loss", "acc")
         self.val_metrics = EpochSums("loss", "acc")
         self.test_metrics = EpochSums("loss", "acc")
-        # a buffer, so a resumed run keeps its best-so-far
-        self.register_buffer("val_acc_best", torch.tensor(float("-inf")))
+        # val/acc_best, the highest val/acc so far, unless the run's objective says otherwise
+        self.keep_best("acc", "max")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

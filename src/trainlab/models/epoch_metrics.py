@@ -51,10 +51,34 @@ class LogsEpochMeans:
     `val_metrics` or `test_metrics` (`EpochSums`): the step hooks, the means logged as
     `<stage>/<name>` once per epoch, the part-done sums kept in checkpoints, and the best
     validation value so far in the buffer `val_<best_metric>_best` (its `best_mode` is
-    "max" or "min"), logged as `val/<best_metric>_best`."""
+    "max" or "min"), logged as `val/<best_metric>_best`. `keep_best` chooses which: the
+    run calls it with the objective's metric and direction."""
 
     best_metric: str
     best_mode: str
+
+    def keep_best(self, metric: str, mode: str) -> None:
+        """Track the best-so-far of val/<metric>, the largest (`max`) or smallest (`min`); a
+        buffer, so a resumed run keeps it."""
+        if mode not in ("max", "min"):
+            raise ValueError(f"best mode {mode!r}: use max or min")
+        if metric not in self.val_metrics.names:
+            raise ValueError(f"val/{metric} is not logged; val/ has {self.val_metrics.names}")
+        previous = f"val_{getattr(self, 'best_metric', '')}_best"
+        if previous in self._buffers:
+            del self._buffers[previous]
+        self.best_metric, self.best_mode = metric, mode
+        start = torch.tensor(float("-inf") if mode == "max" else float("inf"))
+        self.register_buffer(f"val_{metric}_best", start.to(self.device))
+
+    @property
+    def logged_metrics(self) -> tuple[str, ...]:
+        """Every name this module logs: `optimized_metric` is checked against it."""
+        stages = (("train", self.train_metrics), ("val", self.val_metrics))
+        names = [f"{stage}/{name}" for stage, sums in stages for name in sums.names]
+        names.append(f"val/{self.best_metric}_best")
+        names += [f"test/{name}" for name in self.test_metrics.names]
+        return tuple(names)
 
     def training_step(self, batch, batch_idx: int):
         return self._step(batch, self.train_metrics)
@@ -101,3 +125,11 @@ class LogsEpochMeans:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for name, sums in checkpoint.get("epoch_sums", {}).items():
             self._epoch_sums()[name].sums = sums.to(self.device).float()
+        # a checkpoint of a run with another objective holds another best-so-far: evaluating
+        # it (or starting from it) keeps this run's, which starts afresh
+        state = checkpoint.get("state_dict", {})
+        ours = f"val_{self.best_metric}_best"
+        for key in [k for k in state if k.startswith("val_") and k.endswith("_best")]:
+            if key != ours:
+                del state[key]
+        state.setdefault(ours, getattr(self, ours).detach().clone())

@@ -165,19 +165,8 @@ class GPT(nn.Module):
 class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
     """Next-byte prediction: cross-entropy per split, bits per byte, the best val loss."""
 
-    # val/loss_best: the lowest val/loss so far (LogsEpochMeans)
-    best_metric, best_mode = "loss", "min"
-
-    # every name this module logs: `optimized_metric` is checked against it before training
-    # (plus val/unigram_bpb, the data's baseline, when the datamodule provides it)
-    logged_metrics = (
-        "train/loss",
-        "val/loss",
-        "val/bpb",
-        "val/loss_best",
-        "test/loss",
-        "test/bpb",
-    )
+    # `logged_metrics` (LogsEpochMeans) lists what it logs, plus val/unigram_bpb, the data's
+    # baseline, when the datamodule provides it
 
     def __init__(
         self,
@@ -199,8 +188,8 @@ class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.Lightning
         self.train_metrics = EpochSums("loss")
         self.val_metrics = EpochSums("loss", "bpb")
         self.test_metrics = EpochSums("loss", "bpb")
-        # a buffer, so a resumed run keeps its best-so-far
-        self.register_buffer("val_loss_best", torch.tensor(float("inf")))
+        # val/loss_best, the lowest val/loss so far, unless the run's objective says otherwise
+        self.keep_best("loss", "min")
 
     @property
     def flops_per_batch(self) -> int | None:

@@ -1,0 +1,100 @@
+"""Every check of a composed config that needs nothing built, run before any work.
+
+`check_config(cfg)` is the first step of the pipeline (run.py): types, ranges, and knobs that
+contradict each other, each refused with a ConfigError that names the knob and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from omegaconf import DictConfig
+
+from trainlab.checks import (
+    ConfigError,
+    check_choice,
+    check_knobs,
+    check_optional,
+    check_positive_number,
+    check_schedule_knobs,
+    check_text,
+    check_whole_number,
+)
+from trainlab.derived_keys import check_derived_keys
+from trainlab.objective import check_monitors, objective_direction
+from trainlab.optim import check_weight_decay_groups
+from trainlab.plan import check_lr_scaling
+
+
+def check_config(
+    cfg: DictConfig, task_overrides: Iterable[str] = (), groups: Iterable[str] = ()
+) -> None:
+    """Every check that needs nothing built: each knob's type and range, keys the run derives
+    from the knobs, keys added that nothing reads, and knobs that contradict each other.
+    `task_overrides` and `groups` are the command line's overrides and the config groups."""
+    check_knobs(
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        max_epochs=cfg.max_epochs,
+        seed=cfg.seed,
+        folds=cfg.cv.folds,
+    )
+    check_optional(check_whole_number, "micro_batch_size", cfg.micro_batch_size, 1, "32")
+    check_whole_number("base_batch_size", cfg.base_batch_size, 1, "256")
+    check_schedule_knobs(warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)
+    check_optional(check_positive_number, "grad_clip", cfg.grad_clip, "1.0")
+    check_choice("compile", cfg.compile, (True, False), " (torch.compile the network or not)")
+    check_choice("test", cfg.test, (True, False), " (evaluate the best checkpoint on test)")
+    check_text("precision", cfg.precision, "bf16-mixed")
+    check_text("optimized_metric", cfg.optimized_metric, "val/acc_best")
+    check_text("task_name", cfg.task_name, "train")
+    check_lr_scaling(cfg.lr_scaling)
+    check_weight_decay_groups(cfg.weight_decay_groups)
+    check_optional(check_whole_number, "threads", cfg.threads, 1, "1", 1024)
+    check_objective(cfg)
+    check_derived_keys(cfg, task_overrides, groups)
+    if cfg.cv.folds and "fold" not in cfg.data:
+        raise ConfigError(
+            f"cv.folds={cfg.cv.folds} needs a datamodule that can cut folds (data=digits); "
+            f"this data config has no `fold` argument. Use cv.folds=0."
+        )
+    check_start(cfg)
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """optimized_metric and optimized_direction agree with each other and with every callback
+    that watches a metric; a test/ objective needs the test stage."""
+    objective_direction(cfg.optimized_metric, cfg.optimized_direction)
+    check_monitors(cfg.get("callbacks"), cfg.optimized_metric, cfg.optimized_direction)
+    if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
+        raise ConfigError(
+            f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
+            f"test={cfg.test} and cv.folds={cfg.cv.folds} (cross-validation never looks at the "
+            "test split): optimize a val/ metric, or set test=true without cv.folds."
+        )
+
+
+def check_start(cfg: DictConfig) -> None:
+    """train / ckpt_path / resume: where the run starts from, and whether it trains at all."""
+    check_choice("train", cfg.train, (True, False), " (false: only evaluate ckpt_path)")
+    check_choice("deterministic", cfg.deterministic, (True, False, "warn"))
+    check_whole_number("checkpoint_every_n_steps", cfg.checkpoint_every_n_steps, 0, "200")
+    check_text("ckpt_path", cfg.ckpt_path, "<run dir>/checkpoints/last.ckpt", nullable=True)
+    check_text("resume", cfg.resume, "<run dir>", nullable=True)
+    if cfg.resume is not None and cfg.ckpt_path is not None:
+        raise ConfigError(
+            f"resume={cfg.resume} and ckpt_path={cfg.ckpt_path} both name a starting point: "
+            "resume= continues a run in its own directory, ckpt_path= starts a new run (or, "
+            "with train=false, evaluates). Give one."
+        )
+    if not cfg.train and cfg.ckpt_path is None:
+        raise ConfigError(
+            "train=false evaluates a checkpoint, but no ckpt_path was given: add "
+            "ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+        )
+    if cfg.cv.folds and (cfg.ckpt_path is not None or cfg.resume is not None or not cfg.train):
+        raise ConfigError(
+            f"cv.folds={cfg.cv.folds} trains K models from scratch; it cannot start from or "
+            "evaluate a checkpoint (ckpt_path, resume, train=false). Use cv.folds=0."
+        )

@@ -1,0 +1,126 @@
+"""One objective, declared once: `optimized_metric` and `optimized_direction` drive the rest.
+
+The best checkpoint's monitor and mode, early stopping, the module's best-so-far metric,
+the sweepers' direction and the report's ranking all follow from these two knobs, so they
+cannot drift apart by hand:
+
+    optimized_metric=val/loss_best          -> direction minimize (the name says loss)
+                                            -> checkpoint monitor val/loss, mode min
+                                            -> best-so-far val/loss_best, kept with min
+
+The configs reach these functions through OmegaConf resolvers (`${trainlab.monitor:...}`,
+`${trainlab.mode:...}`, `${trainlab.direction:...}`), registered by `register_resolvers()`
+before Hydra composes anything. Nothing here imports torch: train.py imports it at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from trainlab.checks import ConfigError
+
+DIRECTIONS = ("maximize", "minimize", "auto")
+# a word of the metric's name that says smaller is better
+MINIMIZE_WORDS = frozenset(
+    {"loss", "mse", "rmse", "mae", "nll", "error", "err", "bpb", "perplexity", "ppl", "wer", "cer"}
+)
+MODE_OF = {"maximize": "max", "minimize": "min"}
+BEST_SUFFIX = "_best"
+
+
+def implied_direction(metric: str) -> str | None:
+    """`minimize` when a word of the name says smaller is better (val/loss, test/top1_error),
+    None when the name says nothing (val/acc, val/f1: maximize is only the default)."""
+    words = re.split(r"[^a-z0-9]+", str(metric).lower())
+    return "minimize" if MINIMIZE_WORDS.intersection(words) else None
+
+
+def objective_direction(metric: Any, given: Any) -> str:
+    """The objective's direction: `given`, or with `auto` the one the name implies (maximize
+    when it implies none). An explicit direction against the name is refused."""
+    if given not in DIRECTIONS:
+        raise ConfigError(
+            f"optimized_direction={given!r} is not allowed: use maximize (accuracy), minimize "
+            "(a loss) or auto (minimize when the metric's name says loss, mse, error, bpb or "
+            "perplexity, else maximize)."
+        )
+    implied = implied_direction(metric)
+    if given == "auto":
+        return implied or "maximize"
+    if implied is not None and given != implied:
+        raise ConfigError(
+            f"optimized_metric={metric} with optimized_direction={given} contradicts itself: "
+            f"the name says smaller is better ({implied}). Leave optimized_direction out (auto) "
+            f"or set optimized_direction={implied}."
+        )
+    return given
+
+
+def monitor_of(metric: Any) -> str:
+    """The per-epoch validation metric behind the objective: val/acc for val/acc_best and
+    for test/acc (a checkpoint can only be chosen by what validation logs)."""
+    stage, _, name = str(metric).partition("/")
+    if name.endswith(BEST_SUFFIX):
+        name = name[: -len(BEST_SUFFIX)]
+    if stage in ("test", "val") and name:
+        return f"val/{name}"
+    return str(metric)
+
+
+def best_of(metric: Any) -> str | None:
+    """The name whose best-so-far the objective is: `acc` for val/acc_best, else None."""
+    stage, _, name = str(metric).partition("/")
+    if stage == "val" and name.endswith(BEST_SUFFIX):
+        return name[: -len(BEST_SUFFIX)]
+    return None
+
+
+def monitor_mode(monitor: Any, metric: Any, given: Any) -> str:
+    """`max` or `min` for a callback's `monitor`: the objective's direction when it watches
+    the objective's metric, else the direction its own name implies (max when none)."""
+    if str(monitor) in (str(metric), monitor_of(metric)):
+        return MODE_OF[objective_direction(metric, given)]
+    return MODE_OF[implied_direction(monitor) or "maximize"]
+
+
+def check_monitors(callbacks: Any, metric: Any, given: Any) -> None:
+    """Every callback that watches a metric (ModelCheckpoint, EarlyStopping) agrees with the
+    objective: a mode against the name or the objective, or a best checkpoint chosen by
+    another metric than the objective, is refused before training."""
+    for key, node in (callbacks or {}).items():
+        if not hasattr(node, "get") or node.get("monitor") is None or "mode" not in node:
+            continue
+        monitor, mode = str(node.monitor), node.mode
+        expected = monitor_mode(monitor, metric, given)
+        if mode != expected:
+            raise ConfigError(
+                f"callbacks.{key}.mode={mode} with monitor={monitor} would keep the worst "
+                f"epochs: here {monitor} is better when "
+                f"{'smaller' if expected == 'min' else 'larger'}. Leave callbacks.{key}.mode "
+                f"out (it follows the monitor and optimized_metric) or set "
+                f"callbacks.{key}.mode={expected}."
+            )
+        target = str(node.get("_target_", ""))
+        if target.endswith("ModelCheckpoint") and monitor != monitor_of(metric):
+            raise ConfigError(
+                f"callbacks.{key}.monitor={monitor} chooses the best checkpoint by another "
+                f"metric than the objective optimized_metric={metric} (monitor "
+                f"{monitor_of(metric)}): the test and the record would use weights the "
+                f"objective did not pick. Leave callbacks.{key}.monitor out, or make the "
+                f"objective follow it: optimized_metric={monitor}{BEST_SUFFIX}."
+            )
+
+
+def register_resolvers() -> None:
+    """`${trainlab.monitor:<metric>}`, `${trainlab.mode:<monitor>,<metric>,<direction>}`,
+    `${trainlab.direction:<metric>,<direction>}` for the configs (idempotent)."""
+    for name, fn in (
+        ("trainlab.monitor", monitor_of),
+        ("trainlab.mode", monitor_mode),
+        ("trainlab.direction", objective_direction),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
