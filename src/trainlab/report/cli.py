@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = write_report(args.sweep_dir)
     if summary is None:
         print(
-            f"Error: {args.sweep_dir} holds no job directories (*/.hydra/overrides.yaml).",
+            f"Error: {args.sweep_dir} holds no job directories (sub-directories with .hydra/ "
+            "or metrics.json).",
             file=sys.stderr,
         )
         return 2

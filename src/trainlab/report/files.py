@@ -1,4 +1,5 @@
-"""Writing the report's files so that a reader never sees half of one."""
+"""Writing the report's files so that a reader never sees half of one, with the permissions
+a plainly created file gets (the umask's), so that a group sharing the outputs can read them."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ import tempfile
 from pathlib import Path
 
 
-def _atomic(path: Path, write) -> None:
-    """Call write(tmp_path), then rename: a reader never sees half a file."""
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the umask: what open() gives a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call write(tmp_path), then rename over `path`. mkstemp makes its file 0600, which the
+    rename would keep: the file gets the umask's mode first."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

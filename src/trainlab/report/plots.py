@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.report.files import _atomic
+from trainlab.report.files import write_atomic
 
 METRIC_LABELS = {
     "val/acc_best": "best validation accuracy",
@@ -36,7 +36,7 @@ def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return path
 
@@ -88,11 +88,13 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
     import matplotlib.pyplot as plt
     import numpy as np
 
-    if not {"lr", "batch_size"} <= set(df) or not 2 <= df["lr"].nunique() <= MAX_GRID:
+    if not {"lr", "batch_size"} <= set(df):
         return None
-    if not 2 <= df["batch_size"].nunique() <= MAX_GRID:
+    df = df.dropna(subset=["lr", "batch_size"])  # unreadable jobs have neither
+    if not 2 <= df["lr"].nunique() <= MAX_GRID or not 2 <= df["batch_size"].nunique() <= MAX_GRID:
         return None
-    ran = {(b, lr) for b, lr in zip(df["batch_size"], df["lr"], strict=True)}
+    started = df[df["status"] != "never ran"]
+    ran = {(b, lr) for b, lr in zip(started["batch_size"], started["lr"], strict=True)}
     done = df[df["status"] == "completed"]
     table = done.pivot_table(
         index="batch_size",
@@ -135,8 +137,9 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
     return _save(fig, sweep_dir / "heatmap_lr_batch_size.png")
 
 
-def plot_val_curves(df, sweep_dir: Path) -> Path | None:
-    """Validation loss and accuracy per epoch for the best few completed jobs."""
+def plot_val_curves(df, sweep_dir: Path, unreadable: list[tuple[str, str]]) -> Path | None:
+    """Validation loss and accuracy per epoch for the best few completed jobs. A metrics.csv
+    that cannot be read is added to `unreadable` as (job, reason) and left out."""
     import matplotlib.pyplot as plt
     import pandas as pd
     from matplotlib.ticker import MaxNLocator
@@ -151,7 +154,14 @@ def plot_val_curves(df, sweep_dir: Path) -> Path | None:
         )
         if csv is None:
             continue
-        logged = pd.read_csv(csv)
+        try:
+            logged = pd.read_csv(csv)
+        except Exception as err:  # empty, truncated, binary, not permitted
+            unreadable.append((str(row["job"]), f"{csv.relative_to(job)}: {err}"))
+            continue
+        if "epoch" not in logged:
+            unreadable.append((str(row["job"]), f"{csv.relative_to(job)}: no epoch column"))
+            continue
         settings = " ".join(f"{k}={row[k]}" for k in swept)
         name = f"job {row['job']}: {settings}" if settings else f"job {row['job']}"
         curves.append((name, logged))

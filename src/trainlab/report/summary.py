@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from trainlab.report.files import _atomic
-from trainlab.report.jobs import STATUS_ORDER, job_dirs, read_job
+from trainlab.report.files import write_atomic
+from trainlab.report.jobs import STATUS_ORDER, job_dirs, overrides_row, read_job, read_overrides
 from trainlab.report.plots import (
     label,
     plot_lr_batch_heatmap,
@@ -14,19 +14,28 @@ from trainlab.report.plots import (
     plot_val_curves,
     swept_keys,
 )
+from trainlab.search.plan import SweepPlan, saved_plan
 
 log = logging.getLogger("trainlab.report")
+NOT_DRAWN = "(a trial the search did not draw)"
 
 
-def summarize(sweep_dir: Path):
-    """All jobs as a DataFrame, best first: completed by objective, then the rest by status."""
+def summarize(sweep_dir: Path, plan: SweepPlan | None = None, jobs_ended: bool = False):
+    """All jobs as a DataFrame, best first: completed by objective, then the rest by status,
+    the planned jobs that never ran last. `jobs_ended`: see read_job."""
     import pandas as pd
 
-    rows = [read_job(job) for job in job_dirs(sweep_dir)]
+    jobs = job_dirs(sweep_dir)
+    rows = [read_job(job, jobs_ended) for job in jobs]
+    if plan is not None:
+        started = {job.name: read_overrides(job)[0] for job in jobs}
+        for num, overrides in plan.never_ran(started):
+            row = overrides_row(overrides) if overrides is not None else {"overrides": NOT_DRAWN}
+            rows.append({**row, "job": num, "status": "never ran"})
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
-    for column in ("objective", "direction", "optimized_metric", "error"):
+    for column in ("objective", "direction", "optimized_metric", "error", "unreadable"):
         if column not in df:
             df[column] = None
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
@@ -41,13 +50,23 @@ def summarize(sweep_dir: Path):
     return df.reset_index(drop=True)
 
 
-def write_report(sweep_dir: Path | str) -> Path | None:
-    """summary.csv, summary.md and the plots in `sweep_dir`; returns summary.md's path."""
+def write_report(
+    sweep_dir: Path | str,
+    plan: SweepPlan | None = None,
+    jobs_ended: bool = False,
+    ended_early: str | None = None,
+) -> Path | None:
+    """summary.csv, summary.md and the plots in `sweep_dir`; returns summary.md's path.
+
+    `plan`: the jobs the sweep was to run (default: from multirun.yaml, for a grid); those
+    without a directory are listed as never ran. `jobs_ended`: no job of the sweep runs any
+    more. `ended_early`: why the sweep stopped before its end (e.g. "stopped by SIGTERM").
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     sweep_dir = Path(sweep_dir)
-    df = summarize(sweep_dir)
+    df = summarize(sweep_dir, saved_plan(sweep_dir) if plan is None else plan, jobs_ended)
     if df.empty:
         log.warning("no jobs under %s: nothing to report", sweep_dir)
         return None
@@ -63,14 +82,16 @@ def write_report(sweep_dir: Path | str) -> Path | None:
     columns += sorted(c for c in df if c.startswith("test/"))
     columns += [c for c in ("epochs", "duration_s") if c in df]
     columns += [k for k in swept_keys(df) if k not in columns]
-    columns += ["error"]
+    columns += ["error", "unreadable"]
     table = df[[c for c in columns if c in df]]
-    _atomic(sweep_dir / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_atomic(sweep_dir / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
 
+    unreadable = [(r["job"], r["unreadable"]) for _, r in df[df["unreadable"].notna()].iterrows()]
+    started = df[df["status"] != "never ran"]
     plots = [
-        plot_objective_vs_lr(df, sweep_dir, metric),
+        plot_objective_vs_lr(started, sweep_dir, metric),
         plot_lr_batch_heatmap(df, sweep_dir, metric, direction),
-        plot_val_curves(df, sweep_dir),
+        plot_val_curves(started, sweep_dir, unreadable),
     ]
     counts = df["status"].value_counts()
     lines = [
@@ -80,12 +101,19 @@ def write_report(sweep_dir: Path | str) -> Path | None:
         f"- objective: {metric} ({label(metric)}), {direction}d",
         "- jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUS_ORDER if counts.get(s)),
     ]
+    if ended_early:
+        lines.append(
+            f"- **the sweep ended early** ({ended_early}): the jobs it was running are "
+            "interrupted, the rest never ran"
+        )
     if (df["best"] == "★").any():
         best = df.iloc[0]
         lines.append(
             f"- best: job {best['job']} (`{best['overrides']}`), objective {best['objective']:.4f}"
         )
-    shown = table.drop(columns=["error"]).astype({"objective": object})
+    if unreadable:
+        lines.append(f"- unreadable: {len(unreadable)} job files (listed below)")
+    shown = table.drop(columns=["error", "unreadable"]).astype({"objective": object})
     # a diverged or failed job's objective is a placeholder for sweepers, not a result
     shown.loc[shown["status"] != "completed", "objective"] = None
     lines += ["", shown.to_markdown(index=False, floatfmt=".4g"), ""]
@@ -94,9 +122,23 @@ def write_report(sweep_dir: Path | str) -> Path | None:
         lines += ["## Jobs that did not complete", ""]
         lines += [f"- job {r['job']} ({r['status']}): {r['error']}" for _, r in failed.iterrows()]
         lines.append("")
+    never = df[df["status"] == "never ran"]
+    if len(never):
+        lines += ["## Jobs that never ran", ""]
+        grid = never[never["overrides"] != NOT_DRAWN]
+        lines += [f"- job {r['job']}: `{r['overrides']}`" for _, r in grid.iterrows()]
+        if len(grid) < len(never):
+            lines.append(f"- {len(never) - len(grid)} trials of the search were never drawn")
+        lines.append("")
+    if unreadable:
+        lines += ["## Unreadable job files (the rest of the report is from what could be read)", ""]
+        lines += [f"- job {job}: {why}" for job, why in unreadable]
+        lines.append("")
+        for job, why in unreadable:
+            log.warning("sweep report: job %s: unreadable: %s", job, why)
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
     text = "\n".join(lines) + "\n"
     summary = sweep_dir / "summary.md"
-    _atomic(summary, lambda tmp: Path(tmp).write_text(text))
+    write_atomic(summary, lambda tmp: Path(tmp).write_text(text))
     log.info("sweep report: %s", summary)
     return summary
