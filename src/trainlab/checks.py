@@ -146,3 +146,19 @@ def check_optimized_metric(metric: Any, logged: Iterable[str]) -> None:
             f"optimized_metric={shown(metric)} is never logged by this model, so no run could "
             f"report it. The model logs: {', '.join(logged)}."
         )
+
+
+def check_split_fractions(**fractions: Any) -> None:
+    """Each held-out share is a number in (0, 1), and together they leave samples to train on."""
+    for name, value in fractions.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            raise ConfigError(
+                f"data.{name}={shown(value)} is not allowed: it is the share of the samples held "
+                f"out, a number between 0 and 1 (both excluded), e.g. data.{name}=0.15."
+            )
+    if sum(fractions.values()) >= 1:
+        given = " + ".join(f"data.{k}={v}" for k, v in fractions.items())
+        raise ConfigError(
+            f"{given} holds out {sum(fractions.values()):g} of the samples, nothing is left to "
+            "train on: keep their sum below 1, e.g. data.val_fraction=0.15 data.test_fraction=0.2."
+        )

@@ -37,8 +37,19 @@ def describe_os_error(err: OSError) -> str:
     return f"cannot write or read {path}: {meaning}" + (f" ({name})" if name else "")
 
 
+def bad_value(err: BaseException) -> ConfigError | None:
+    """The ConfigError behind `err`: raised by us, or by an object Hydra was building (a
+    datamodule refusing its arguments)."""
+    while err is not None:
+        if isinstance(err, ConfigError):
+            return err
+        err = err.__cause__ if isinstance(err, InstantiationException) else None
+    return None
+
+
 def describe(err: BaseException) -> str:
     """One paragraph that names what failed and why."""
+    err = bad_value(err) or err
     if isinstance(err, ConfigError):
         return one_line(str(err))
     if isinstance(err, OSError) and err.errno is not None:
@@ -78,9 +89,10 @@ def exit_with_message(err: BaseException) -> None:
     """Print the one paragraph (and where the traceback is) and exit: 2 for a bad value,
     1 for any other fault."""
     message = describe(err)
-    if not isinstance(err, ConfigError):
+    refused = bad_value(err) is not None
+    if not refused:
         where = log_traceback(err)
         if where:
             message += f" (traceback in {where}; HYDRA_FULL_ERROR=1 prints it)"
     print(f"Error: {message}", file=sys.stderr)
-    sys.exit(2 if isinstance(err, ConfigError) else 1)
+    sys.exit(2 if refused else 1)

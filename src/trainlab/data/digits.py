@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import Dataset
 
+from trainlab.checks import check_split_fractions
 from trainlab.data.batching import InMemoryDataModule, TensorBatches
 
 
@@ -50,6 +51,7 @@ class DigitsDataModule(InMemoryDataModule):
         fold: int = 0,
     ) -> None:
         super().__init__()
+        check_split_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction

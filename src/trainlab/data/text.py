@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainlab.checks import ConfigError
+from trainlab.checks import ConfigError, check_optional, check_split_fractions, check_whole_number
 from trainlab.data.batching import InMemoryDataModule
 
 # folders of a stdlib tree that are not the standard library, or not source
@@ -88,6 +88,9 @@ class ByteTextDataModule(InMemoryDataModule):
         pattern: str | None = None,
     ) -> None:
         super().__init__()
+        check_split_fractions(val_fraction=val_fraction)
+        check_whole_number("data.block_size", block_size, 1, "128")
+        check_optional(check_whole_number, "data.max_bytes", max_bytes, 1, "2000000")
         self.path = path
         self.block_size = block_size
         self.batch_size = batch_size
