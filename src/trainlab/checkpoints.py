@@ -1,11 +1,14 @@
 """Checkpoints that survive a kill and resume exactly.
 
-- `AtomicCheckpointIO`: Lightning's torch.save into a temporary file renamed over the
-  target, so a kill in the middle of a save leaves the previous checkpoint whole.
+- `AtomicCheckpointIO`: torch.save into a temporary file beside the target, renamed over
+  it, so a kill in the middle of a save leaves the previous checkpoint whole. The file is
+  created by open(), so its mode is 0666 minus the umask (Lightning's own atomic save goes
+  through a `tempfile.mkstemp` file, 0600 whatever the umask, unreadable by the group).
 - `RngState`: the global RNG states travel with each checkpoint (Lightning does not save
   them); a resumed run draws the dropout masks an unbroken run would have drawn.
 - `read_checkpoint`, `latest_checkpoint`: a missing, corrupt or foreign file becomes a
-  one-paragraph error instead of a traceback from deep inside torch.load.
+  one-paragraph error instead of a traceback from deep inside torch.load;
+  `nonfinite_tensors` names the weights that hold NaN or inf.
 
 Everything saved is tensors and plain values, so checkpoints load with torch's default
 `weights_only=True`.
@@ -28,14 +31,25 @@ from trainlab.checks import ConfigError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to `.<name>.tmp` beside the target, then rename: readers see old or new, never half."""
+    """Write to `.<name>.<pid>.tmp` beside the target, then rename: readers see old or new,
+    never half. A write error (a full disk) is an OSError that names the checkpoint."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: Lightning's fsspec save
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options for local files")
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
             os.replace(tmp, path)
+        except OSError as err:
+            if err.filename is not None:
+                raise
+            raise OSError(err.errno, err.strerror, str(path)) from err
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -108,6 +122,17 @@ def read_checkpoint(path: str | Path, knob: str) -> dict[str, Any]:
             "state_dict): give a .ckpt saved by a run of this template."
         )
     return checkpoint
+
+
+def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an inf."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if torch.is_tensor(value)
+        and (value.is_floating_point() or value.is_complex())
+        and not bool(torch.isfinite(value).all())
+    ]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
