@@ -1,6 +1,16 @@
 """Train one model: `python train.py optimizer=adam lr=0.001`. See `python train.py --help`.
 
-The pipeline lives in src/trainlab/run.py; this file only hands the composed config to it.
+The pipeline lives in src/trainlab/run.py; this file hands the composed config to it, and
+around it does what concerns the run directory rather than the training:
+
+- before Hydra starts, `resume=<run dir>` becomes the command that continues that run
+  (trainlab.resume), and a rank != 0 started by torchrun or srun with the same command as
+  rank 0 gets the overrides that keep it from writing rank 0's files (trainlab.ranks);
+- while the run trains, global rank 0 holds `<run dir>/run.lock` (trainlab.runlock), and a
+  resumed run trains with its own saved config (trainlab.resumed).
+
+A run or sweep directory that cannot be written is refused before Hydra writes there, by the
+RunDirGuard callback (trainlab.rundir).
 """
 
 import os
@@ -17,28 +27,61 @@ os.environ["TRAINLAB_RUN_ID"] = uuid.uuid4().hex[:6]
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from trainlab.ranks import is_other_rank
+    from trainlab.resumed import saved_config
     from trainlab.run import main as run  # imported here so that --help stays fast
+    from trainlab.runlock import holding
 
-    return run(cfg)
-
-
-def continue_run_if_asked() -> None:
-    """`resume=<run dir>`: replace the command line by the one that run was started with."""
-    if not any(arg.startswith("resume=") for arg in sys.argv[1:]):
-        return
-    from trainlab.checks import ConfigError
-    from trainlab.rundir import is_other_rank, resume_argv
-
-    if is_other_rank():  # Lightning starts DDP ranks with rank 0's (rewritten) command line
-        return
-
+    rank_zero = not is_other_rank()
     try:
-        sys.argv = resume_argv(sys.argv)
-    except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with holding(HydraConfig.get().runtime.output_dir, rank_zero):
+            if cfg.get("resume") is not None:
+                cfg = saved_config(cfg, write=rank_zero)
+            return run(cfg)  # it turns its own faults into a message, or a failed job
+    except Exception as err:  # the lock is held by another process, .hydra/ is unreadable
+        return refused(err, cfg)
+
+
+def refused(err: Exception, cfg) -> float:
+    """A run that could not start: in a sweep the job gets the worst objective and the sweep
+    goes on; alone, one paragraph (exit code 2 for a held run dir, 1 for a file-system fault)."""
+    import logging
+
+    from trainlab.distributed import in_sweep
+    from trainlab.faults import describe, exit_with_message, full_error_asked
+    from trainlab.record import worst_objective
+
+    if in_sweep():
+        logging.getLogger("train").error("job refused, the sweep goes on: %s", describe(err))
+        return worst_objective(cfg.optimized_direction)
+    if full_error_asked():
+        raise err
+    exit_with_message(err)
+    raise err  # not reached: exit_with_message exits
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """The command line Hydra gets: for `resume=<run dir>`, the one that continues that run;
+    for a rank != 0 of torchrun or srun, the overrides that leave Hydra's files to rank 0.
+    Ranks that Lightning started already have rank 0's finished command line."""
+    from trainlab.ranks import rank_argv, started_by_lightning
+
+    if started_by_lightning(argv):
+        return argv
+    if any(arg.startswith("resume=") for arg in argv[1:]):
+        from trainlab.checks import ConfigError
+        from trainlab.resume import resume_argv
+
+        try:
+            argv = resume_argv(argv)
+        except ConfigError as err:
+            print(f"Error: {err}", file=sys.stderr)
+            sys.exit(2)
+    return rank_argv(argv)
 
 
 if __name__ == "__main__":
-    continue_run_if_asked()
+    sys.argv = prepare_argv(sys.argv)
     main()
