@@ -47,13 +47,25 @@ def load_existing(impl) -> None:
     log.info("continuing study %r after its %d trials", impl.study_name, impl.job_idx)
 
 
+def stopped_job(job_dir: Path) -> tuple[Any, None, dict[str, Any]]:
+    """A trial whose job gave nothing back because the sweep stopped: what its record says
+    (a job in the sweep process ended `interrupted`), or never ran."""
+    from optuna.trial import TrialState
+
+    record = read_record(job_dir) if job_dir.is_dir() else None
+    attrs = {"trainlab_status": (record or {}).get("status", "never ran")}
+    if job_dir.is_dir() and record is None:
+        attrs["trainlab_status"] = "interrupted"
+    if (record or {}).get("error"):
+        attrs["trainlab_error"] = str(record["error"])[:500]
+    return TrialState.FAIL, None, attrs
+
+
 def outcome(ret, n_objectives: int) -> tuple[Any, list[float] | None, dict[str, Any]]:
-    """(state, values, user attributes) to tell for one job's JobReturn (None: not started)."""
+    """(state, values, user attributes) to tell for one job's JobReturn."""
     from hydra.core.utils import JobStatus
     from optuna.trial import TrialState
 
-    if ret is None:
-        return TrialState.FAIL, None, {"trainlab_status": "never ran"}
     job_dir = OmegaConf.select(ret.hydra_cfg or OmegaConf.create(), "hydra.runtime.output_dir")
     record = read_record(job_dir) or {}
     status = record.get("status")
@@ -74,12 +86,16 @@ def outcome(ret, n_objectives: int) -> tuple[Any, list[float] | None, dict[str, 
     return TrialState.COMPLETE, values, attrs
 
 
-def tell(study, trial, ret, n_objectives: int) -> bool:
-    """Tell one trial; returns whether it counts as a failure (a job that raised)."""
+def tell(study, trial, ret, n_objectives: int, job_dir: Path | None = None) -> bool:
+    """Tell one trial; returns whether it counts as a failure (a job that raised). Without a
+    JobReturn (the sweep stopped), `job_dir` is where the job would have written."""
     from hydra.core.utils import JobStatus
     from optuna.trial import TrialState
 
-    state, values, attrs = outcome(ret, n_objectives)
+    if ret is None:
+        state, values, attrs = stopped_job(job_dir)
+    else:
+        state, values, attrs = outcome(ret, n_objectives)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     try:
@@ -136,7 +152,10 @@ def run_study(impl, arguments: list[str]) -> None:
         except BaseException as stop:  # a signal (SweepStopped, or a job's SystemExit)
             given = stop.returns if isinstance(stop, SweepStopped) else []
             for i, trial in enumerate(trials):
-                tell(study, trial, given[i] if i < len(given) else None, len(directions))
+                ret = given[i] if i < len(given) else None
+                # the job's directory with the default hydra.sweep.subdir (its number)
+                job_dir = Path(impl.sweep_dir) / str(impl.job_idx + i)
+                tell(study, trial, ret, len(directions), job_dir)
             raise
         impl.job_idx += len(returns)
         failures = sum(
