@@ -96,7 +96,7 @@ def test_optuna_study_lives_in_the_sweep_dir_and_resumes(tmp_path):
     assert {"lr", "optimizer", "batch_size"} == set(study.trials[0].params)
 
 
-def test_diverged_optuna_trial_gives_the_sweeper_a_finite_worst_value(tmp_path):
+def test_diverged_optuna_trial_is_a_failed_trial_not_a_fake_value(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
         "-m",
@@ -112,7 +112,9 @@ def test_diverged_optuna_trial_gives_the_sweeper_a_finite_worst_value(tmp_path):
     import optuna
 
     (trial,) = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db").trials
-    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == -1e9
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.value is None
+    assert trial.user_attrs["trainlab_status"] == "diverged"
+    assert jobs_of(sweep)["0"]["objective"] == -1e9  # what the job returns to other sweepers
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_without_collisions(tmp_path):

@@ -1,0 +1,330 @@
+"""Sweeps lose nothing: a job whose process dies is recorded `failed` and the sweep goes on; a
+sweep stopped by a signal writes its report (completed, interrupted, never ran); the report
+reads every job it can and lists the unreadable ones; diverged trials reach Optuna as FAIL;
+the report's files are readable by the group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, cli_env, run_cli, train_cmd
+from trainlab.report import write_report
+from trainlab.search.plan import SweepPlan
+
+FAST = ["debug=limit", "logger=none"]
+HELPERS = {"PYTHONPATH": str(ROOT / "tests")}  # kill_at_step.KillAtStep
+# one job long enough to be stopped in the middle (digits: ~0.3 s an epoch)
+LONG = ["max_epochs=300", "checkpoint_every_n_steps=0", "logger=none"]
+
+
+def jobs_of(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+
+
+def summary_of(sweep: Path) -> tuple[pd.DataFrame, str]:
+    table = pd.read_csv(sweep / "summary.csv", dtype={"job": str})
+    return table, (sweep / "summary.md").read_text()
+
+
+def status_by_job(table: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(table["job"].fillna(""), table["status"], strict=True))
+
+
+def fake_job(sweep: Path, num: int, lr: float, status: str = "completed") -> Path:
+    """A job directory as a finished job leaves it."""
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"lr={lr}"]))
+    objective = 0.5 + lr if status == "completed" else None
+    record = {
+        "status": status,
+        "objective": objective,
+        "optimized_metric": "val/acc_best",
+        "direction": "maximize",
+        "metrics": {"val/acc_best": objective, "test/acc": objective} if objective else {},
+        "hparams": {"lr": lr},
+        "duration_s": 1.0,
+        "trained": {"epochs": 2},
+    }
+    (job / "metrics.json").write_text(json.dumps(record))
+    (job / "csv").mkdir()
+    (job / "csv" / "metrics.csv").write_text(
+        "epoch,step,val/loss,val/acc\n0,1,1.0,0.5\n1,2,0.5,0.6\n"
+    )
+    return job
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate()[1][-3000:])
+        time.sleep(0.2)
+
+
+# --- the report reads every job it can ---------------------------------------------------
+
+UNREADABLE = {
+    "empty metrics.json": ("metrics.json", b"", "metrics.json: empty"),
+    "truncated metrics.json": ("metrics.json", b'{"status": "compl', "not valid JSON"),
+    "metrics.json not a dict": ("metrics.json", b'["completed", 0.9]', "not a JSON object"),
+    "binary metrics.json": ("metrics.json", b"\x00\xff\xfe\x80garbage", "not text (binary"),
+    "metrics.json without status": ("metrics.json", b'{"objective": 0.9}', "status is None"),
+    "binary overrides.yaml": (".hydra/overrides.yaml", b"\xff\xfe\x00", "not text (binary"),
+    "overrides.yaml not a list": (".hydra/overrides.yaml", b"lr: 0.1\n", "not a list of"),
+    "bad YAML overrides": (".hydra/overrides.yaml", b"- [lr=0.1\n", "not valid YAML"),
+    "missing overrides.yaml": (".hydra/overrides.yaml", None, "overrides.yaml: missing"),
+    "garbage val curve csv": ("csv/metrics.csv", b"\x00\x01", "csv/metrics.csv"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_one_unreadable_job_file_is_listed_and_the_rest_is_reported(case, tmp_path, caplog):
+    name, content, reason = UNREADABLE[case]
+    for num, lr in enumerate([0.1, 0.01, 0.001]):
+        fake_job(tmp_path, num, lr)
+    bad = tmp_path / "0" / name  # the best job: its val curve is drawn
+    bad.unlink()
+    if content is not None:
+        bad.write_bytes(content)
+
+    summary = write_report(tmp_path)
+
+    table, text = summary_of(tmp_path)
+    assert summary is not None and sorted(table["job"]) == ["0", "1", "2"]
+    assert status_by_job(table)["1"] == status_by_job(table)["2"] == "completed"
+    assert "## Unreadable job files" in text
+    listed = [line for line in text.splitlines() if line.startswith("- job 0: ")]
+    assert listed and reason in listed[0], text
+    assert reason in table.set_index("job").loc["0", "unreadable"]
+    assert any("job 0: unreadable" in r.getMessage() for r in caplog.records)  # on the console
+    if name == "metrics.json":
+        assert status_by_job(table)["0"] == "unreadable"
+        assert table["best"].iloc[0] == "★" and table["job"].iloc[0] == "1"  # next best
+    else:  # the record itself was read: the job keeps its result
+        assert status_by_job(table)["0"] == "completed"
+
+
+def test_an_unreadable_file_mode_000_is_listed_unless_root_reads_it_anyway(tmp_path):
+    for num, lr in enumerate([0.1, 0.01]):
+        fake_job(tmp_path, num, lr)
+    (tmp_path / "0" / "metrics.json").chmod(0)
+    write_report(tmp_path)
+    table, text = summary_of(tmp_path)
+    if os.geteuid() == 0:  # root reads a mode-000 file: nothing to list
+        assert status_by_job(table) == {"0": "completed", "1": "completed"}
+    else:
+        assert status_by_job(table)["0"] == "unreadable" and "Permission denied" in text
+
+
+def test_report_command_lists_an_unreadable_job_and_succeeds(tmp_path):
+    for num, lr in enumerate([0.1, 0.01]):
+        fake_job(tmp_path, num, lr)
+    (tmp_path / "1" / "metrics.json").write_text('{"status": "completed", "obj')
+    result = subprocess.run(
+        [sys.executable, "-m", "trainlab.report", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "job 1: unreadable: metrics.json: not valid JSON" in result.stderr
+    assert "## Unreadable job files" in result.stdout
+
+
+@pytest.mark.parametrize("umask,mode", [(0o002, 0o664), (0o022, 0o644)], ids=["002", "022"])
+def test_report_files_have_the_umasks_mode(umask, mode, tmp_path):
+    for num, lr in enumerate([0.1, 0.01, 0.001]):
+        fake_job(tmp_path, num, lr)
+    old = os.umask(umask)
+    try:
+        write_report(tmp_path)
+    finally:
+        os.umask(old)
+    written = ["summary.csv", "summary.md", "objective_vs_lr.png", "val_curves.png"]
+    for name in written:
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_never_ran_follows_the_grid_and_the_search():
+    grid = SweepPlan(grid=[["lr=0.1"], ["lr=0.01"], ["lr=0.001"]])
+    # job 0 started; job 1's overrides cannot be read but its directory exists
+    assert grid.never_ran({"0": ["lr=0.1"], "1": None}) == [("2", ["lr=0.001"])]
+    search = SweepPlan(trials=4, earlier=frozenset({"0", "1"}))  # continues a study of 2
+    assert search.never_ran({"0": [], "1": [], "2": ["lr=0.3"]}) == [("", None)] * 3
+
+
+# --- a job that dies is recorded and the sweep goes on ------------------------------------
+
+
+def test_joblib_worker_killed_mid_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "+callbacks.kill._target_=kill_at_step.KillAtStep",
+        "+callbacks.kill.step=2,100000",  # job 0 is killed (-9) after step 2; job 1 never is
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+        env=HELPERS,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TerminatedWorkerError" not in result.stdout + result.stderr
+    jobs = jobs_of(sweep)
+    assert jobs["1"]["status"] == "completed"
+    dead = jobs["0"]
+    assert dead["status"] == "failed" and dead["worker_exit_code"] == -signal.SIGKILL
+    assert "worker process running this job died: killed by SIGKILL" in dead["error"]
+    assert dead["plan"]["batch_size"] == 64  # what the job had recorded is kept
+    table, text = summary_of(sweep)
+    assert status_by_job(table) == {"1": "completed", "0": "failed"}
+    assert "killed by SIGKILL" in text
+
+
+def test_joblib_settings_that_do_not_apply_are_refused(tmp_path):
+    result = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.backend=threading",
+        *FAST,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode != 0
+    assert "hydra.launcher.backend=threading" in result.stderr
+    assert "only hydra.launcher.n_jobs applies" in result.stderr
+
+
+# --- a sweep stopped by a signal writes its report ------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_basic_sweep_stopped_by_a_signal_reports_interrupted_and_never_ran(signum, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "lr=0.01,0.02,0.03", *LONG, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(
+        train_cmd(*args), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(sweep / "0" / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr[-3000:]
+    assert not (sweep / "1").exists()  # the next job did not start
+    assert jobs_of(sweep)["0"]["status"] == "interrupted"
+    table, text = summary_of(sweep)
+    assert status_by_job(table) == {"0": "interrupted", "1": "never ran", "2": "never ran"}
+    assert f"stopped by {signum.name}" in text
+    assert "- job 2: `lr=0.03 " in text  # named with its overrides
+
+
+def test_joblib_sweep_stopped_by_sigterm_stops_its_jobs_with_a_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "lr=0.01,0.02"]
+    proc = subprocess.Popen(
+        train_cmd(*args, *LONG, f"hydra.sweep.dir={sweep}"),
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(sweep / "0" / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)  # to the sweep process only: it passes it on
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    record = jobs_of(sweep)["0"]
+    assert record["status"] == "interrupted" and record["error"].startswith("stopped by SIGTERM")
+    table, text = summary_of(sweep)
+    assert status_by_job(table) == {"0": "interrupted", "1": "never ran"}
+    assert "stopped by SIGTERM" in text
+
+
+# --- Optuna: diverged and dead jobs are failed trials ----------------------------------------
+
+
+def load_trials(sweep: Path):
+    import optuna
+
+    return optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db").trials
+
+
+def test_diverged_optuna_trial_is_failed_and_never_the_best(tmp_path):
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "lr=0.01,1e6",  # a choice: TPE's seeded start draws both
+        "optimizer=sgd",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = {t.params["lr"]: t for t in load_trials(sweep)}
+    assert set(trials) == {0.01, 1e6}, trials
+    diverged = trials[1e6]
+    assert diverged.state == optuna.trial.TrialState.FAIL and diverged.value is None
+    assert diverged.user_attrs["trainlab_status"] == "diverged"
+    assert trials[0.01].state == optuna.trial.TrialState.COMPLETE
+    study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db")
+    assert study.best_trial.params["lr"] == 0.01
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] > 0
+
+
+@pytest.mark.slow
+def test_optuna_trial_whose_worker_dies_is_failed_and_the_study_goes_on(tmp_path):
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=1",
+        "+callbacks.kill._target_=kill_at_step.KillAtStep",
+        "+callbacks.kill.step=2",  # every trial's worker is killed (-9)
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+        env=HELPERS,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(sweep)
+    assert len(trials) == 2
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    assert all("killed by SIGKILL" in t.user_attrs["trainlab_error"] for t in trials)
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] is None
+
+
+def test_optuna_sweep_stopped_by_sigterm_fails_the_trial_in_flight_and_counts_the_rest(tmp_path):
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4", *LONG]
+    proc = subprocess.Popen(
+        train_cmd(*args, f"hydra.sweep.dir={sweep}"),
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(sweep / "0" / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    (trial,) = optuna.load_study(study_name="train", storage=f"sqlite:///{sweep}/optuna.db").trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["trainlab_status"] == "interrupted"
+    table, text = summary_of(sweep)
+    assert list(table["status"]) == ["interrupted"] + ["never ran"] * 3
+    assert "3 trials of the search were never drawn" in text
