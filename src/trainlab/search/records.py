@@ -41,7 +41,8 @@ def death_cause(returncode: int) -> str:
         return f"the worker process running this job died: killed by {name}{why}"
     return (
         f"the worker process running this job died: it exited with code {returncode} before "
-        "the job returned (a crash in native code, or os._exit)"
+        "the job returned (its error, if Python's, is printed above; else a crash in native "
+        "code, or os._exit)"
     )
 
 
