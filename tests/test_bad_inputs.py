@@ -62,6 +62,16 @@ BAD_INPUTS = [
         ["-m", "lr=1e-3,2e-3", "hydra.sweep.dir={files}/sweep"],
         "hydra.sweep.dir=sweep already holds jobs (0)",
     ),
+    # run and sweep dirs that cannot be written: the path and the errno's meaning
+    (["hydra.run.dir={files}/empty.txt/run"], "empty.txt/run: Not a directory (ENOTDIR)"),
+    (["hydra.run.dir={files}/" + "n" * 256], "File name too long (ENAMETOOLONG)"),
+    (["hydra.run.dir=/proc/trainlab_run"], "trainlab_run: No such file or directory (ENOENT)"),
+    (
+        ["-m", "lr=1e-3", "hydra.sweep.dir={files}/empty.txt/sweep"],
+        "the sweep directory empty.txt/sweep cannot be written",
+    ),
+    # several nodes, each naming its own run dir from its clock
+    (["trainer.num_nodes=2"], "add hydra.run.dir=<shared path>"),
 ]
 
 
