@@ -77,6 +77,20 @@ def write_report(
     )
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
 
+    started = df[df["status"] != "never ran"]
+    found: list[tuple[str, str]] = []  # files the plots could not read
+    plots = [
+        plot_objective_vs_lr(started, sweep_dir, metric),
+        plot_lr_batch_heatmap(df, sweep_dir, metric, direction),
+        plot_val_curves(started, sweep_dir, found),
+    ]
+    for job, why in found:
+        at = df["job"] == job
+        df.loc[at, "unreadable"] = "; ".join(
+            str(v) for v in (df.loc[at, "unreadable"].iloc[0], why) if isinstance(v, str)
+        )
+    unreadable = [(r["job"], r["unreadable"]) for _, r in df[df["unreadable"].notna()].iterrows()]
+
     columns = ["best", "job", "overrides", "status", "objective"]
     columns += [c for c in ("cv_mean", "cv_std") if c in df]
     columns += sorted(c for c in df if c.startswith("test/"))
@@ -86,13 +100,6 @@ def write_report(
     table = df[[c for c in columns if c in df]]
     write_atomic(sweep_dir / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
 
-    unreadable = [(r["job"], r["unreadable"]) for _, r in df[df["unreadable"].notna()].iterrows()]
-    started = df[df["status"] != "never ran"]
-    plots = [
-        plot_objective_vs_lr(started, sweep_dir, metric),
-        plot_lr_batch_heatmap(df, sweep_dir, metric, direction),
-        plot_val_curves(started, sweep_dir, unreadable),
-    ]
     counts = df["status"].value_counts()
     lines = [
         f"# Sweep report: {sweep_dir.name}",
