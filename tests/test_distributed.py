@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -16,10 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, compose_run, run_cli
-from trainlab import distributed
+from trainlab import distributed, ranks
+from trainlab.rundir import RunDirGuard
 
 RANK_1_LOG = "train_ddp_process_1.log"
 
@@ -71,6 +74,79 @@ def test_a_single_run_is_left_alone(tmp_path):
     original = getattr(launcher, distributed.COMMAND_BUILDER)
     with distributed.distributed_job():
         assert getattr(launcher, distributed.COMMAND_BUILDER) is original
+
+
+TORCHRUN_RANK_1 = {"RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}
+RANK_ARGV = {
+    "torchrun rank 1": (TORCHRUN_RANK_1, [], ["hydra.output_subdir=null",
+                                              "hydra.job.name=train_rank_1"]),
+    "srun rank 3": ({"SLURM_PROCID": "3"}, [], ["hydra.output_subdir=null",
+                                                "hydra.job.name=train_rank_3"]),
+    "rank 0": ({"RANK": "0", "LOCAL_RANK": "0"}, [], []),
+    "started by Lightning": ({"LOCAL_RANK": "1"}, ['hydra.run.dir="/r"',
+        "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"], []),
+    "own job name kept": (TORCHRUN_RANK_1, ["hydra.job.name=mine"],
+                          ["hydra.output_subdir=null"]),
+    "own output_subdir kept": (TORCHRUN_RANK_1, ["hydra.output_subdir=.cfg"],
+                               ["hydra.job.name=train_rank_1"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("env", "given", "added"), RANK_ARGV.values(), ids=RANK_ARGV)
+def test_a_rank_adds_only_what_its_command_lacks(env, given, added):
+    argv = ["train.py", "trainer=ddp", *given]
+    assert ranks.rank_argv(argv, env) == [*argv, *added]
+
+
+def test_the_same_resume_command_on_every_node_continues_the_run_dir(tmp_path, monkeypatch):
+    """train.py's rewrite for `resume=` on torchrun's rank 1: continued in the run dir, with
+    one hydra.output_subdir=null and a log of its own; rank 0's lock is not its business
+    (Lightning's ranks are not rewritten at all: they get rank 0's finished command)."""
+    monkeypatch.setenv("TRAINLAB_RUN_ID", os.environ["TRAINLAB_RUN_ID"])  # train.py draws one
+    prepare_argv = runpy.run_path(str(ROOT / "train.py"), run_name="train")["prepare_argv"]
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("max_epochs: 2\ncv: {}\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- trainer=ddp\n")
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 3}, run / "checkpoints" / "last.ckpt")
+    (run / "run.lock").write_text('{"pid": 1, "host": "node-0", "started": "10:00"}')
+
+    for name, value in TORCHRUN_RANK_1.items():
+        monkeypatch.setenv(name, value)
+    argv = prepare_argv(["train.py", f"resume={run}", "max_epochs=3"])
+    assert argv == [
+        "train.py", "max_epochs=3", f"resume={run.resolve()}", f"hydra.run.dir={run.resolve()}",
+        "hydra.output_subdir=null", "hydra.job.name=train_rank_1",
+    ]  # fmt: skip
+    lightning_child = [*argv, 'hydra.run.dir="x"', "hydra.job.name=train_ddp_process_1"]
+    assert prepare_argv(lightning_child) == lightning_child
+
+    monkeypatch.setenv("RANK", "0")  # rank 0 respects the lock of a process on another host
+    with pytest.raises(SystemExit):
+        prepare_argv(["train.py", f"resume={run}", "max_epochs=3"])
+
+
+ONE_DIR_FOR_ALL_NODES = {
+    "trainer.num_nodes=2": (["trainer.num_nodes=2"], {}),
+    "torchrun over 2 nodes": ([], {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}),
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env"), ONE_DIR_FOR_ALL_NODES.values(), ids=ONE_DIR_FOR_ALL_NODES
+)
+def test_several_nodes_need_a_run_dir_they_share(overrides, env, tmp_path, monkeypatch, capsys):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose_run(overrides, tmp_path / "unused")
+    with pytest.raises(SystemExit) as stopped:
+        RunDirGuard().on_run_start(cfg)
+    assert stopped.value.code == 2
+    assert "add hydra.run.dir=<shared path>" in capsys.readouterr().err
+    given = compose_run([*overrides, f"hydra.run.dir={tmp_path}/big_run"], tmp_path / "unused")
+    RunDirGuard().on_run_start(given)  # the same path on every node: fine
+    assert (tmp_path / "big_run").is_dir()
 
 
 # --- slow: real DDP jobs ----------------------------------------------------------------
@@ -173,14 +249,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_torchrun_nodes_on_loopback_train_one_run(tmp_path):
-    run = tmp_path / "run"
+def torchrun_nodes(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[list, str]:
+    """Two one-process "nodes" of torchrun on loopback, each started with the *same* command
+    (`train.py <args>`); returns their exit codes (None: timed out) and their output's ends."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PROJECT_ROOT": str(tmp_path)}
     env.pop("HYDRA_FULL_ERROR", None)
     for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
         env.pop(name, None)
+    outputs = [tmp_path / f"node{rank}_{port}.out" for rank in (0, 1)]
 
     def node(rank: int) -> subprocess.Popen:
         command = [
@@ -188,33 +265,40 @@ def test_two_torchrun_nodes_on_loopback_train_one_run(tmp_path):
             "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
             "--master-addr=127.0.0.1", f"--master-port={port}",
             "--rdzv-conf=timeout=60",  # a missing node fails the rendezvous, not a hang
-            str(ROOT / "train.py"),
-            "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2",
-            "debug=limit", "logger=none", f"hydra.run.dir={run}",
+            str(ROOT / "train.py"), *args,
         ]  # fmt: skip
-        if rank:  # node 0 alone saves Hydra's output; node 1 logs to its own file
-            command += ["hydra.output_subdir=null", "hydra.job.name=train_node_1"]
-        with open(tmp_path / f"node{rank}.out", "w") as log:  # Popen keeps its own copy
+        with open(outputs[rank], "w") as log:  # Popen keeps its own copy
             return subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killed with its worker below
             )  # fmt: skip
 
-    started = time.perf_counter()
     nodes = [node(0), node(1)]
-    deadline = started + 120
+    deadline = time.perf_counter() + timeout
     try:
         codes = []
         for proc in nodes:
             codes.append(proc.wait(timeout=max(1.0, deadline - time.perf_counter())))
     except subprocess.TimeoutExpired:
-        codes = None
+        codes = [proc.poll() for proc in nodes]
     finally:
         for proc in nodes:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    output = "\n".join((tmp_path / f"node{r}.out").read_text()[-2000:] for r in (0, 1))
+    return codes, "\n".join(path.read_text()[-3000:] for path in outputs)
+
+
+TWO_NODES = ["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2", "logger=none"]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_on_loopback_train_one_run_with_one_command(tmp_path):
+    """The same command on both nodes: rank 1 leaves .hydra/ and the record to rank 0, and
+    logs to train_rank_1.log; resumed with the same command on both, it trains further."""
+    run = tmp_path / "run"
+    started = time.perf_counter()
+    codes, output = torchrun_nodes(tmp_path, *TWO_NODES, "debug=limit", f"hydra.run.dir={run}")
     assert codes == [0, 0], output
     print(f"two nodes in {time.perf_counter() - started:.1f} s")
 
@@ -224,7 +308,29 @@ def test_two_torchrun_nodes_on_loopback_train_one_run(tmp_path):
     assert record["plan"]["world_size"] == 2
     hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]
     assert hydra["job"]["name"] == "train"  # node 0's, not overwritten by node 1
-    assert (run / "train_node_1.log").exists()
+    assert "hydra.output_subdir=null" not in hydra["overrides"]["hydra"]
+    assert (run / "train_rank_1.log").exists()
+    assert not list(tmp_path.rglob(".hydra"))[1:] and not (tmp_path / "outputs").exists()
+    assert not (run / "run.lock").exists()
+
+    codes, output = torchrun_nodes(tmp_path, f"resume={run}", "max_epochs=3")
+    assert codes == [0, 0], output
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["trained"]["epochs"] == 3
+    assert record["plan"]["world_size"] == 2
+    assert yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["max_epochs"] == 3
+    hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra["job"]["name"] == "train" and hydra["runtime"]["choices"]["trainer"] == "ddp_cpu"
+    assert not (run / "run.lock").exists()
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_without_a_shared_run_dir_are_both_refused(tmp_path):
+    codes, output = torchrun_nodes(tmp_path, *TWO_NODES, "debug=limit", timeout=120)
+    assert codes is not None and all(code not in (0, None) for code in codes), output
+    assert output.count("add hydra.run.dir=<shared path>") >= 2, output  # each node says it
+    # each worker says why in one paragraph; the traceback after it is torchrun's own report
+    assert 'train.py", line' not in output and "trainlab" not in output, output
     assert not (tmp_path / "outputs").exists()
 
 
