@@ -128,7 +128,9 @@ def _named_per_node(node: Any) -> bool:
 
 
 def _check_one_dir_for_all_nodes(config: Any, dir_node: Any, knob: str) -> None:
-    num_nodes = OmegaConf.select(config, "trainer.num_nodes", default=1)
+    num_nodes = OmegaConf.select(
+        config, "trainer.num_nodes", default=1, throw_on_resolution_failure=False
+    )
     if launched_on_several_nodes(num_nodes) and _named_per_node(dir_node):
         _refuse(
             f"this run trains on several nodes (trainer.num_nodes={num_nodes}), and its "

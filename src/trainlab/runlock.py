@@ -84,7 +84,7 @@ def stale_reason(holder: dict[str, Any], me: dict[str, Any]) -> str | None:
     if holder.get("host") == me["host"]:
         if holder.get("pid") == me["pid"]:
             return "left by this very process (an earlier job of it)"
-        if not is_alive(int(holder.get("pid", -1)), holder.get("process_start")):
+        if not is_alive(holder["pid"], holder.get("process_start")):
             return f"process {holder.get('pid')} on this host is gone"
         return None
     if holder.get("slurm_job_id") and holder["slurm_job_id"] == me["slurm_job_id"]:
@@ -100,7 +100,9 @@ def read_lock(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError):
         return {}
-    return holder if isinstance(holder, dict) else {}
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return {}
+    return holder
 
 
 def refusal(run_dir: Path, path: Path, holder: dict[str, Any]) -> RunDirHeld:
