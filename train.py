@@ -52,10 +52,11 @@ def refused(err: Exception, cfg) -> float:
     from trainlab.distributed import in_sweep
     from trainlab.faults import describe, exit_with_message, full_error_asked
     from trainlab.record import worst_objective
+    from trainlab.run import direction_or_default
 
     if in_sweep():
         logging.getLogger("train").error("job refused, the sweep goes on: %s", describe(err))
-        return worst_objective(cfg.optimized_direction)
+        return worst_objective(direction_or_default(cfg))
     if full_error_asked():
         raise err
     exit_with_message(err)
