@@ -218,10 +218,11 @@ def fit_and_test(
     if tuning and cfg.tune.get("batch_size"):
         plan = tune_batch_size(trainer, module, datamodule, plan, cfg.tune.batch_size)
     if tuning and cfg.tune.get("lr"):
-        suggested = tune_lr(trainer, module, datamodule, plan, cfg.tune.lr, output_dir)
-        plan.tuned["lr_suggested"] = suggested
-        plan.lr_effective = suggested
-        module.optimizer_factory, module.scheduler_spec = optimizer_and_scheduler(cfg, suggested)
+        tuned = tune_lr(trainer, module, datamodule, plan, cfg.tune.lr, output_dir)
+        plan.tuned["lr"] = tuned.record  # a fallback (tuned.lr None) keeps the plan's lr
+        if tuned.lr is not None:
+            plan.tuned["lr_suggested"] = plan.lr_effective = tuned.lr
+            module.optimizer_factory, module.scheduler_spec = optimizer_and_scheduler(cfg, tuned.lr)
     if plan.tuned:
         L.seed_everything(cfg.seed, workers=True)  # the same data order as without tuning
     log.info("plan: %s", plan.as_dict())
