@@ -192,8 +192,9 @@ def test_gpt_with_max_steps_inside_its_only_epoch_is_completed(compose_in):
 
 def test_validation_off_with_a_val_objective_is_refused(compose_in):
     cfg = compose_in(*LOG, "trainer.limit_val_batches=0", "trainer.max_steps=5")
-    with pytest.raises(ConfigError, match=r"Validation is off \(trainer.limit_val_batches=0\)"):
+    with pytest.raises(ConfigError, match=r"trainer.limit_val_batches=0 turns validation off"):
         train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # refused before any work
 
 
 def test_validation_off_with_a_test_objective_trains_and_tests_the_final_weights(compose_in):
@@ -247,3 +248,25 @@ def test_ddp_ranks_validate_the_last_step_together(tmp_path):
     assert record["status"] == "completed"
     assert [v["step"] for v in validations(run)] == [13, 13]  # one line per rank
     assert_final_weights_used(run, record)
+
+
+@pytest.mark.parametrize(
+    ("epochs_done", "step", "max_epochs", "max_steps", "finished"),
+    [
+        (1, 25, 20, 25, True),  # a max_steps run stopped during its test
+        (1, 24, 20, 25, False),
+        (20, 380, 20, -1, True),
+        (3, 57, 20, -1, False),
+        (3, 57, 20, None, False),
+    ],
+)
+def test_a_run_that_reached_max_steps_only_finishes_when_resumed(
+    epochs_done, step, max_epochs, max_steps, finished
+):
+    from trainlab.run import trained_to_the_end
+
+    checkpoint = {
+        "global_step": step,
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": epochs_done}}}},
+    }
+    assert trained_to_the_end(checkpoint, max_epochs, max_steps) is finished

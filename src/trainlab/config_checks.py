@@ -24,6 +24,7 @@ from trainlab.derived_keys import check_derived_keys
 from trainlab.objective import check_monitors, objective_direction
 from trainlab.optim import check_weight_decay_groups
 from trainlab.plan import check_lr_scaling
+from trainlab.tune import check_lr_settings
 
 
 def check_config(
@@ -54,6 +55,8 @@ def check_config(
     check_optional(check_whole_number, "threads", cfg.threads, 1, "1", 1024)
     check_objective(cfg)
     check_derived_keys(cfg, task_overrides, groups)
+    if cfg.get("tune") and cfg.tune.get("lr"):
+        check_lr_settings(cfg.tune.lr)
     if cfg.cv.folds and "fold" not in cfg.data:
         raise ConfigError(
             f"cv.folds={cfg.cv.folds} needs a datamodule that can cut folds (data=digits); "
@@ -72,6 +75,13 @@ def check_objective(cfg: DictConfig) -> None:
             f"optimized_metric={cfg.optimized_metric} needs the test stage, but "
             f"test={cfg.test} and cv.folds={cfg.cv.folds} (cross-validation never looks at the "
             "test split): optimize a val/ metric, or set test=true without cv.folds."
+        )
+    no_validation = cfg.trainer.get("limit_val_batches")
+    if str(cfg.optimized_metric).startswith("val/") and no_validation in (0, 0.0):
+        raise ConfigError(
+            f"optimized_metric={cfg.optimized_metric} comes from validation, but "
+            f"trainer.limit_val_batches={no_validation} turns validation off: leave "
+            "trainer.limit_val_batches at null (or > 0), or optimize a test/ metric."
         )
 
 

@@ -242,7 +242,7 @@ def fit_and_test(
         cfg.train
         and cfg.ckpt_path is None
         and checkpoint is not None
-        and epochs_trained(checkpoint) >= cfg.max_epochs
+        and trained_to_the_end(checkpoint, cfg.max_epochs, cfg.trainer.get("max_steps"))
     )
     fits = cfg.train and not finished
     with checkpoint_must_fit(ckpt, group_choices().get("model")):
@@ -287,6 +287,13 @@ def fit_and_test(
             "global_step": checkpoint.get("global_step"),
         }
     return metrics, trained
+
+
+def trained_to_the_end(checkpoint: dict[str, Any], max_epochs: int, max_steps: Any) -> bool:
+    """The checkpoint has every epoch of max_epochs, or every step of trainer.max_steps."""
+    if epochs_trained(checkpoint) >= max_epochs:
+        return True
+    return isinstance(max_steps, int) and 0 < max_steps <= checkpoint.get("global_step", 0)
 
 
 def keep_best_of_objective(module: L.LightningModule, metric: str, direction: str) -> None:
