@@ -250,8 +250,9 @@ def free_port() -> int:
 
 
 def torchrun_nodes(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[list, str]:
-    """Two one-process "nodes" of torchrun on loopback, each started with the *same* command
-    (`train.py <args>`); returns their exit codes (None: timed out) and their output's ends."""
+    """Two one-process "nodes" of torchrun on loopback, started with the very same command
+    (c10d rendezvous: torchrun numbers the nodes itself, so not even --node-rank differs);
+    returns their exit codes (None: timed out) and the ends of their output."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PROJECT_ROOT": str(tmp_path)}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -259,14 +260,15 @@ def torchrun_nodes(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[li
         env.pop(name, None)
     outputs = [tmp_path / f"node{rank}_{port}.out" for rank in (0, 1)]
 
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes=2", "--nproc-per-node=1",
+        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=run{port}",
+        "--rdzv-conf=timeout=60",  # a missing node fails the rendezvous, not a hang
+        str(ROOT / "train.py"), *args,
+    ]  # fmt: skip
+
     def node(rank: int) -> subprocess.Popen:
-        command = [
-            sys.executable, "-m", "torch.distributed.run",
-            "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
-            "--master-addr=127.0.0.1", f"--master-port={port}",
-            "--rdzv-conf=timeout=60",  # a missing node fails the rendezvous, not a hang
-            str(ROOT / "train.py"), *args,
-        ]  # fmt: skip
         with open(outputs[rank], "w") as log:  # Popen keeps its own copy
             return subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
