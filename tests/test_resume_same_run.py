@@ -292,3 +292,14 @@ def test_a_last_checkpoint_with_nonfinite_weights_is_refused_with_its_step(
     if not best_too:
         assert f"ckpt_path={best}" in result.stderr
     assert (run / "metrics.json").read_bytes() == before
+
+
+def test_a_run_whose_overrides_hold_an_interpolation_resumes(tmp_path):
+    """The saved overrides are read as typed, not resolved: `${task_name}` stays itself."""
+    run = tmp_path / "run"
+    args = ["callbacks.checkpoint.filename=${task_name}", f"hydra.run.dir={run}"]
+    assert run_cli("max_epochs=1", *args, project=tmp_path).returncode == 0
+    resumed = run_cli(f"resume={run}", "max_epochs=2", project=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert record_of(run)["status"] == "completed"
+    assert (run / "checkpoints" / "train.ckpt").is_file()

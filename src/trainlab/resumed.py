@@ -54,12 +54,14 @@ def saved_config(cfg: DictConfig, write: bool) -> DictConfig:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     saved_dir = run_dir / ".hydra"
     saved = _load(saved_dir / "config.yaml")
-    overrides = [str(o) for o in _load(saved_dir / "overrides.yaml")]
+    # as typed: an override may hold an interpolation (`x=${paths.output_dir}/f`), which
+    # reading the list through OmegaConf would try to resolve
+    overrides = [str(o) for o in OmegaConf.to_container(_load(saved_dir / "overrides.yaml"))]
     saved_hydra = _load(saved_dir / "hydra.yaml") if (saved_dir / "hydra.yaml").is_file() else None
     choices = dict(saved_hydra.hydra.runtime.choices) if saved_hydra is not None else {}
 
     # max_epochs=N of the resume command: composed into `cfg` already, typed by Hydra
-    changed = [str(o) for o in hydra_cfg.overrides.task]
+    changed = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task)]
     changed = [o for o in changed if override_key(o) in RESUME_MAY_CHANGE]
     keys = {override_key(o) for o in changed}
     for key in keys:

@@ -457,7 +457,9 @@ def overrides_and_groups() -> tuple[list[str], list[str]]:
     if not HydraConfig.initialized():
         return [], []
     hydra_cfg = HydraConfig.get()
-    return list(hydra_cfg.overrides.task), list(hydra_cfg.runtime.choices)
+    # unresolved: an override may hold an interpolation such as ${paths.output_dir}
+    task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+    return [str(o) for o in task], list(hydra_cfg.runtime.choices)
 
 
 def main(cfg: DictConfig) -> float:
