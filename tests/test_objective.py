@@ -134,3 +134,26 @@ def test_a_loss_objective_keeps_the_lowest_loss_and_its_checkpoint(compose_in):
     assert record["metrics"]["val/loss_best"] == pytest.approx(epochs["val/loss"].min(), rel=1e-6)
     best_epoch = int(epochs.loc[epochs["val/loss"].idxmin(), "epoch"])
     assert Path(record["trained"]["best_checkpoint"]).name == f"epoch_{best_epoch:03d}.ckpt"
+
+
+def test_a_sweep_over_a_loss_objective_ranks_the_lowest_first(tmp_path):
+    """The report ranks by the direction the records carry: `auto` made it minimize."""
+    from conftest import run_cli
+
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "lr=0.001,0.5",
+        "optimized_metric=val/loss_best",
+        "max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "callbacks=none",
+        f"hydra.sweep.dir={sweep}",
+        project=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1")]
+    assert {r["direction"] for r in records} == {"minimize"}
+    table = pd.read_csv(sweep / "summary.csv")
+    assert list(table["objective"]) == sorted(r["objective"] for r in records)
+    assert "minimized" in (sweep / "summary.md").read_text()
