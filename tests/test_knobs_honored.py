@@ -116,8 +116,9 @@ def test_every_shipped_option_passes_the_checks(compose_in):
     for group in ("optimizer", "scheduler", "callbacks", "logger", "tune", "trainer"):
         for option in group_options(group):
             checked(compose_in, f"{group}={option}")
-    for option in group_options("experiment"):
-        checked(compose_in, f"experiment={option}")
+    for group in ("experiment", "debug", "hparams_search", "model"):
+        for option in group_options(group):
+            checked(compose_in, f"{group}={option}", *(["data=text"] if option == "gpt" else []))
 
 
 # (knob, bad values): each of type and magnitude; `null` only where null means nothing
