@@ -29,9 +29,9 @@ os.environ["TRAINLAB_RUN_ID"] = uuid.uuid4().hex[:6]
 def main(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from trainlab.config_checks import check_before_start
     from trainlab.ranks import is_other_rank
     from trainlab.resumed import saved_config
-    from trainlab.run import main as run  # imported here so that --help stays fast
     from trainlab.runlock import holding
 
     rank_zero = not is_other_rank()
@@ -39,6 +39,9 @@ def main(cfg) -> float:
         with holding(HydraConfig.get().runtime.output_dir, rank_zero):
             if cfg.get("resume") is not None:
                 cfg = saved_config(cfg, write=rank_zero)
+            check_before_start(cfg)  # a bad value: refused before torch and Lightning load
+            from trainlab.run import main as run  # imported here so that --help stays fast
+
             return run(cfg)  # it turns its own faults into a message, or a failed job
     except Exception as err:  # the lock is held by another process, .hydra/ is unreadable
         return refused(err, cfg)
@@ -46,13 +49,14 @@ def main(cfg) -> float:
 
 def refused(err: Exception, cfg) -> float:
     """A run that could not start: in a sweep the job gets the worst objective and the sweep
-    goes on; alone, one paragraph (exit code 2 for a held run dir, 1 for a file-system fault)."""
+    goes on; alone, one paragraph (exit code 2 for a bad value or a held run dir, 1 for a
+    file-system fault)."""
     import logging
 
     from trainlab.distributed import in_sweep
     from trainlab.faults import describe, exit_with_message, full_error_asked
+    from trainlab.objective import direction_or_default
     from trainlab.record import worst_objective
-    from trainlab.run import direction_or_default
 
     if in_sweep():
         logging.getLogger("train").error("job refused, the sweep goes on: %s", describe(err))

@@ -162,3 +162,15 @@ def check_split_fractions(**fractions: Any) -> None:
             f"{given} holds out {sum(fractions.values()):g} of the samples, nothing is left to "
             "train on: keep their sum below 1, e.g. data.val_fraction=0.15 data.test_fraction=0.2."
         )
+
+
+WEIGHT_DECAY_GROUPS = ("auto", "split", "all")
+
+
+def check_weight_decay_groups(value: Any) -> None:
+    check_choice(
+        "weight_decay_groups",
+        value,
+        WEIGHT_DECAY_GROUPS,
+        " (split: no decay on biases, norm weights and embeddings; auto: split for adamw)",
+    )

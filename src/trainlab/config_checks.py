@@ -2,29 +2,63 @@
 
 `check_config(cfg)` is the first step of the pipeline (run.py): types, ranges, and knobs that
 contradict each other, each refused with a ConfigError that names the knob and what is allowed.
+`check_before_start(cfg)` runs it from train.py before torch and Lightning are imported:
+nothing here imports them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import Any
 
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainlab.checks import (
     ConfigError,
     check_choice,
     check_knobs,
+    check_non_negative_number,
     check_optional,
     check_positive_number,
     check_schedule_knobs,
     check_text,
+    check_weight_decay_groups,
     check_whole_number,
 )
 from trainlab.derived_keys import check_derived_keys
+from trainlab.faults import describe
 from trainlab.objective import check_monitors, objective_direction
-from trainlab.optim import check_weight_decay_groups
 from trainlab.plan import check_lr_scaling
-from trainlab.tune import check_lr_settings
+from trainlab.record import write_refusal
+
+log = logging.getLogger(__name__)
+
+
+def overrides_and_groups() -> tuple[list[str], list[str]]:
+    """The command line's overrides of this job and the names of the config groups."""
+    if not HydraConfig.initialized():
+        return [], []
+    hydra_cfg = HydraConfig.get()
+    # unresolved: an override may hold an interpolation such as ${paths.output_dir}
+    task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+    return [str(o) for o in task], list(hydra_cfg.runtime.choices)
+
+
+def check_before_start(cfg: DictConfig) -> None:
+    """check_config on the composed config before torch and Lightning are imported (train.py),
+    so that a typo costs a second, not five. A refused run leaves its `failed` record; a refused
+    resume leaves the run's own record as it was."""
+    try:
+        check_config(cfg, *overrides_and_groups())
+    except ConfigError as err:
+        if cfg.get("resume") is None:
+            try:
+                write_refusal(cfg, describe(err))
+            except Exception as unrecorded:  # a value that does not even resolve, a full disk
+                log.error("the refusal could not be recorded: %s", describe(unrecorded))
+        raise
 
 
 def check_config(
@@ -108,3 +142,29 @@ def check_start(cfg: DictConfig) -> None:
             f"cv.folds={cfg.cv.folds} trains K models from scratch; it cannot start from or "
             "evaluate a checkpoint (ckpt_path, resume, train=false). Use cv.folds=0."
         )
+
+
+# what a range test that cannot be trusted does (tune.lr.on_failure)
+ON_FAILURE = ("fallback", "refuse")
+
+
+def check_lr_settings(settings: dict[str, Any]) -> None:
+    """tune.lr's own knobs, before the test runs."""
+    check_positive_number("tune.lr.min_lr", settings["min_lr"], "1e-6")
+    check_positive_number("tune.lr.max_lr", settings["max_lr"], "1.0")
+    if not settings["max_lr"] > settings["min_lr"]:
+        raise ConfigError(
+            f"tune.lr.max_lr={settings['max_lr']:g} must be above tune.lr.min_lr="
+            f"{settings['min_lr']:g}: the range test raises the lr from min_lr to max_lr."
+        )
+    check_whole_number("tune.lr.num_training", settings["num_training"], 13, "100")
+    check_choice("tune.lr.mode", settings["mode"], ("exponential", "linear"))
+    if settings["early_stop_threshold"] is not None:
+        check_positive_number("tune.lr.early_stop_threshold", settings["early_stop_threshold"], "4")
+    check_non_negative_number("tune.lr.min_descent", settings.get("min_descent"), "0.1")
+    check_choice(
+        "tune.lr.on_failure",
+        settings.get("on_failure"),
+        ON_FAILURE,
+        " (what a range test that cannot be trusted does)",
+    )

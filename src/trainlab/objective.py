@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from trainlab.checks import ConfigError
 
@@ -57,6 +58,14 @@ def objective_direction(metric: Any, given: Any) -> str:
             f"or set optimized_direction={implied}."
         )
     return given
+
+
+def direction_or_default(cfg: Any) -> str:
+    """The objective's direction; before check_config has refused a bad one, a stand-in."""
+    try:
+        return objective_direction(cfg.optimized_metric, cfg.optimized_direction)
+    except (ConfigError, OmegaConfBaseException):
+        return "minimize" if cfg.get("optimized_direction") == "minimize" else "maximize"
 
 
 def monitor_of(metric: Any) -> str:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from trainlab.checks import ConfigError, check_choice
+from trainlab.checks import ConfigError, check_weight_decay_groups
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,6 @@ def warmup_schedule(
 
 # --- parameter groups: which tensors get weight decay ----------------------------------------
 
-WEIGHT_DECAY_GROUPS = ("auto", "split", "all")
 NO_DECAY_MODULES = (nn.Embedding, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -224,15 +223,6 @@ def split_for_weight_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[
             continue
         (no_decay if p.ndim < 2 or id(p) in excluded else decay).append(p)
     return decay, no_decay
-
-
-def check_weight_decay_groups(value: Any) -> None:
-    check_choice(
-        "weight_decay_groups",
-        value,
-        WEIGHT_DECAY_GROUPS,
-        " (split: no decay on biases, norm weights and embeddings; auto: split for adamw)",
-    )
 
 
 def build_optimizer(

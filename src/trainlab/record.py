@@ -14,9 +14,48 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
+from hydra.core.hydra_config import HydraConfig
+from lightning_utilities.core.rank_zero import rank_zero_only
+from omegaconf import DictConfig
 
+from trainlab.objective import direction_or_default
 from trainlab.rundir import METRICS_FILE
+
+# Lightning's own rank_zero_only (the same object): Lightning sets its rank from the launcher's
+# environment when it is imported, and again once its strategy knows the global rank. A record
+# written before Lightning is imported (a refused config) reads the environment the same way.
+if getattr(rank_zero_only, "rank", None) is None:
+    rank_zero_only.rank = next(
+        (
+            int(os.environ[k])
+            for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+            if k in os.environ
+        ),
+        0,
+    )
+
+
+def group_choices() -> dict[str, str]:
+    """Which option of each config group this run uses (`optimizer` -> `adam`, ...)."""
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+
+
+def hparams_of(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
+    """The knobs a reader compares runs by, as the user chose them."""
+    return {
+        "optimizer": choices.get("optimizer"),
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "batch_size": cfg.batch_size,
+        "max_epochs": cfg.max_epochs,
+        "scheduler": choices.get("scheduler"),
+        "model": choices.get("model"),
+        "data": choices.get("data"),
+        "seed": cfg.seed,
+        "precision": cfg.precision,
+    }
 
 
 def worst_objective(direction: str) -> float:
@@ -107,3 +146,18 @@ def write_metrics(
     }
     write_json_atomic(path, record)
     return path
+
+
+def write_refusal(cfg: DictConfig, error: str) -> Path | None:
+    """The `failed` record of a run refused before it started (nothing trained, no plan)."""
+    return write_metrics(
+        Path(cfg.paths.output_dir),
+        status="failed",
+        objective=None,
+        optimized_metric=cfg.get("optimized_metric"),
+        direction=direction_or_default(cfg),
+        metrics={},
+        hparams=hparams_of(cfg, group_choices()),
+        duration_s=0.0,
+        error=error,
+    )

@@ -19,13 +19,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from trainlab.callbacks import (
     Diverged,
@@ -45,40 +43,17 @@ from trainlab.checkpoints import (
     read_checkpoint,
 )
 from trainlab.checks import ConfigError, check_batch_fits, check_optimized_metric
-from trainlab.config_checks import check_config
+from trainlab.config_checks import check_config, overrides_and_groups
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
-from trainlab.objective import MODE_OF, best_of, monitor_of, objective_direction
+from trainlab.objective import MODE_OF, best_of, direction_or_default, monitor_of
 from trainlab.plan import Plan, make_plan
-from trainlab.record import worst_objective, write_metrics
+from trainlab.record import group_choices, hparams_of, worst_objective, write_metrics
 from trainlab.rundir import read_record
 from trainlab.scale import compiled
 from trainlab.tune import tune_batch_size, tune_lr
 
 log = logging.getLogger(__name__)
-
-
-def group_choices() -> dict[str, str]:
-    """Which option of each config group this run uses (`optimizer` -> `adam`, ...)."""
-    if not HydraConfig.initialized():
-        return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
-
-
-def hparams_of(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
-    """The knobs a reader compares runs by, as the user chose them."""
-    return {
-        "optimizer": choices.get("optimizer"),
-        "lr": cfg.lr,
-        "weight_decay": cfg.weight_decay,
-        "batch_size": cfg.batch_size,
-        "max_epochs": cfg.max_epochs,
-        "scheduler": choices.get("scheduler"),
-        "model": choices.get("model"),
-        "data": choices.get("data"),
-        "seed": cfg.seed,
-        "precision": cfg.precision,
-    }
 
 
 def instantiate_each(group: DictConfig | None) -> list[Any]:
@@ -442,24 +417,6 @@ def log_through_hydra() -> None:
     (and save to <run dir>/train.log) everything, so without this each line shows twice."""
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
-
-
-def direction_or_default(cfg: DictConfig) -> str:
-    """The objective's direction; before check_config has refused a bad one, a stand-in."""
-    try:
-        return objective_direction(cfg.optimized_metric, cfg.optimized_direction)
-    except (ConfigError, OmegaConfBaseException):
-        return "minimize" if cfg.get("optimized_direction") == "minimize" else "maximize"
-
-
-def overrides_and_groups() -> tuple[list[str], list[str]]:
-    """The command line's overrides of this job and the names of the config groups."""
-    if not HydraConfig.initialized():
-        return [], []
-    hydra_cfg = HydraConfig.get()
-    # unresolved: an override may hold an interpolation such as ${paths.output_dir}
-    task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-    return [str(o) for o in task], list(hydra_cfg.runtime.choices)
 
 
 def main(cfg: DictConfig) -> float:

@@ -28,11 +28,8 @@ from lightning.pytorch.tuner import Tuner
 
 from trainlab.checks import (
     ConfigError,
-    check_choice,
-    check_non_negative_number,
-    check_positive_number,
-    check_whole_number,
 )
+from trainlab.config_checks import check_lr_settings
 from trainlab.plan import Plan, largest_divisor_at_most, with_micro_batch
 
 log = logging.getLogger(__name__)
@@ -164,7 +161,6 @@ def tune_batch_size(
 
 # Lightning's LR finder smooths the loss with this factor (its `_LRCallback.beta`)
 LIGHTNING_SMOOTHING = 0.98
-ON_FAILURE = ("fallback", "refuse")
 
 
 @dataclass
@@ -389,25 +385,3 @@ def tune_lr(
         plan.lr_effective,
     )
     return TunedLR(None, {**measured, "used": plan.lr_effective, "fallback": failure})
-
-
-def check_lr_settings(settings: dict[str, Any]) -> None:
-    """tune.lr's own knobs, before the test runs."""
-    check_positive_number("tune.lr.min_lr", settings["min_lr"], "1e-6")
-    check_positive_number("tune.lr.max_lr", settings["max_lr"], "1.0")
-    if not settings["max_lr"] > settings["min_lr"]:
-        raise ConfigError(
-            f"tune.lr.max_lr={settings['max_lr']:g} must be above tune.lr.min_lr="
-            f"{settings['min_lr']:g}: the range test raises the lr from min_lr to max_lr."
-        )
-    check_whole_number("tune.lr.num_training", settings["num_training"], 13, "100")
-    check_choice("tune.lr.mode", settings["mode"], ("exponential", "linear"))
-    if settings["early_stop_threshold"] is not None:
-        check_positive_number("tune.lr.early_stop_threshold", settings["early_stop_threshold"], "4")
-    check_non_negative_number("tune.lr.min_descent", settings.get("min_descent"), "0.1")
-    check_choice(
-        "tune.lr.on_failure",
-        settings.get("on_failure"),
-        ON_FAILURE,
-        " (what a range test that cannot be trusted does)",
-    )
