@@ -186,3 +186,16 @@ def test_a_bad_text_or_choice_is_refused_by_name(compose_in, knob, value):
         instantiate(compose_in(*FAST, f"{knob}={value}").data)  # it checks its own arguments
     assert bad_value(refused.value) is not None, refused.value  # exit code 2, no traceback
     assert describe(refused.value).startswith(f"{knob}="), describe(refused.value)
+
+
+def test_the_checks_load_neither_torch_nor_lightning():
+    """train.py refuses a bad value before the heavy imports: the checks must not pull them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainlab.config_checks, trainlab.faults, trainlab.record; "
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
