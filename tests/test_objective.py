@@ -23,7 +23,9 @@ DIRECTIONS = [
     ("val/bpb", "auto", "minimize"),
     ("val/perplexity_best", "auto", "minimize"),
     ("val/f1_best", "auto", "maximize"),
-    ("val/f1_best", "minimize", "minimize"),  # the name says nothing: the user decides
+    ("val/top1_error", "auto", "minimize"),  # a smaller-is-better word wins
+    ("val/custom_best", "auto", "maximize"),
+    ("val/custom_best", "minimize", "minimize"),  # the name says nothing: the user decides
     ("val/acc", "maximize", "maximize"),
     ("val/loss", "minimize", "minimize"),
 ]
@@ -39,6 +41,9 @@ CONTRADICTIONS = [
     ("val/mse", "maximize"),
     ("test/error", "maximize"),
     ("val/bpb", "maximize"),
+    ("val/acc_best", "minimize"),
+    ("val/f1", "minimize"),
+    ("test/auroc", "minimize"),
 ]
 
 
@@ -54,8 +59,9 @@ def test_monitor_and_mode_of_an_objective():
     assert monitor_of("val/acc") == "val/acc"
     assert monitor_mode("val/acc", "val/acc_best", "auto") == "max"
     assert monitor_mode("val/loss", "val/acc_best", "auto") == "min"  # by its own name
-    assert monitor_mode("val/f1", "val/f1_best", "minimize") == "min"  # the objective's
-    assert implied_direction("val/accuracy") is None
+    assert monitor_mode("val/custom", "val/custom_best", "minimize") == "min"  # the objective's
+    assert implied_direction("val/accuracy") == "maximize"
+    assert implied_direction("val/custom") is None
 
 
 # (overrides, the checkpoint's monitor and mode, early stopping's, the Optuna direction)
@@ -94,6 +100,13 @@ def test_callbacks_and_sweeper_follow_the_objective(
     assert cfg.hydra.sweeper.direction == direction
 
 
+@pytest.mark.parametrize(("monitor", "mode"), [("val/loss", "min"), ("val/acc", "max")])
+def test_the_plateau_scheduler_follows_its_monitor(compose_in, monitor, mode):
+    cfg = compose_in("scheduler=plateau", f"scheduler.monitor={monitor}")
+    check_config(cfg, list(cfg.hydra.overrides.task), list(cfg.hydra.runtime.choices))
+    assert cfg.scheduler.factory.mode == mode
+
+
 REFUSED = [
     (["optimized_metric=val/loss_best", "optimized_direction=maximize"], "contradicts itself"),
     (["callbacks.checkpoint.mode=min"], "callbacks.checkpoint.mode=min with monitor=val/acc"),
@@ -108,6 +121,11 @@ REFUSED = [
         "callbacks.early_stopping.mode=max",
     ),
     (["optimized_direction=upward"], "optimized_direction='upward' is not allowed"),
+    (["callbacks.checkpoint.monitor=null"], "callbacks.checkpoint.monitor=null would make"),
+    (
+        ["scheduler=plateau", "scheduler.monitor=val/acc", "scheduler.factory.mode=min"],
+        "scheduler.factory.mode=min with monitor=val/acc",
+    ),
 ]
 
 

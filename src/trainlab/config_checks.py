@@ -103,7 +103,9 @@ def check_objective(cfg: DictConfig) -> None:
     """optimized_metric and optimized_direction agree with each other and with every callback
     that watches a metric; a test/ objective needs the test stage."""
     objective_direction(cfg.optimized_metric, cfg.optimized_direction)
-    check_monitors(cfg.get("callbacks"), cfg.optimized_metric, cfg.optimized_direction)
+    check_monitors(
+        cfg.get("callbacks"), cfg.optimized_metric, cfg.optimized_direction, cfg.get("scheduler")
+    )
     if str(cfg.optimized_metric).startswith("test/") and (not cfg.test or cfg.cv.folds):
         raise ConfigError(
             f"optimized_metric={cfg.optimized_metric} needs the test stage, but "

@@ -32,11 +32,22 @@ MODE_OF = {"maximize": "max", "minimize": "min"}
 BEST_SUFFIX = "_best"
 
 
+# a word of the metric's name that says larger is better
+MAXIMIZE_WORDS = frozenset(
+    {"acc", "accuracy", "top1", "top5", "f1", "auc", "auroc", "ap", "map", "precision", "recall"}
+    | {"iou", "miou", "dice", "r2", "bleu", "rouge", "ndcg", "mcc", "kappa"}
+)
+
+
 def implied_direction(metric: str) -> str | None:
     """`minimize` when a word of the name says smaller is better (val/loss, test/top1_error),
-    None when the name says nothing (val/acc, val/f1: maximize is only the default)."""
-    words = re.split(r"[^a-z0-9]+", str(metric).lower())
-    return "minimize" if MINIMIZE_WORDS.intersection(words) else None
+    `maximize` when one says larger is better (val/acc, val/f1, val/auroc), None when the name
+    says neither (maximize is then only the default). A smaller-is-better word wins:
+    val/top1_error is an error."""
+    words = set(re.split(r"[^a-z0-9]+", str(metric).lower()))
+    if MINIMIZE_WORDS & words:
+        return "minimize"
+    return "maximize" if MAXIMIZE_WORDS & words else None
 
 
 def objective_direction(metric: Any, given: Any) -> str:
@@ -54,8 +65,9 @@ def objective_direction(metric: Any, given: Any) -> str:
     if implied is not None and given != implied:
         raise ConfigError(
             f"optimized_metric={metric} with optimized_direction={given} contradicts itself: "
-            f"the name says smaller is better ({implied}). Leave optimized_direction out (auto) "
-            f"or set optimized_direction={implied}."
+            f"the name says {'smaller' if implied == 'minimize' else 'larger'} is better "
+            f"({implied}). Leave optimized_direction out (auto) or set "
+            f"optimized_direction={implied}."
         )
     return given
 
@@ -95,30 +107,51 @@ def monitor_mode(monitor: Any, metric: Any, given: Any) -> str:
     return MODE_OF[implied_direction(monitor) or "maximize"]
 
 
-def check_monitors(callbacks: Any, metric: Any, given: Any) -> None:
-    """Every callback that watches a metric (ModelCheckpoint, EarlyStopping) agrees with the
-    objective: a mode against the name or the objective, or a best checkpoint chosen by
-    another metric than the objective, is refused before training."""
+def watchers(callbacks: Any, scheduler: Any) -> list[tuple[str, Any, Any, str]]:
+    """(where, monitor, mode, target) of everything that watches a metric: each callback with
+    a monitor (ModelCheckpoint, EarlyStopping), and a scheduler that steps on one (plateau)."""
+    found = []
     for key, node in (callbacks or {}).items():
-        if not hasattr(node, "get") or node.get("monitor") is None or "mode" not in node:
+        if hasattr(node, "get") and "monitor" in node:
+            found.append((f"callbacks.{key}", node.get("monitor"), node.get("mode"), key))
+    if hasattr(scheduler, "get") and scheduler.get("monitor") is not None:
+        factory = scheduler.get("factory") or {}
+        if "mode" in factory:
+            found.append(("scheduler.factory", scheduler.monitor, factory.mode, "scheduler"))
+    return found
+
+
+def check_monitors(callbacks: Any, metric: Any, given: Any, scheduler: Any = None) -> None:
+    """Everything that watches a metric (ModelCheckpoint, EarlyStopping, a plateau scheduler)
+    agrees with the objective: a mode against the name or the objective, a best checkpoint
+    chosen by another metric than the objective, or by none, is refused before training."""
+    for where, monitor, mode, key in watchers(callbacks, scheduler):
+        node = (callbacks or {}).get(key) if where.startswith("callbacks.") else None
+        target = str(node.get("_target_", "")) if node is not None else ""
+        if monitor is None:
+            if target.endswith("ModelCheckpoint") and key == "checkpoint":
+                raise ConfigError(
+                    f"{where}.monitor=null would make the last epoch the 'best' checkpoint "
+                    f"that is tested and recorded, while the objective is {metric}. Leave "
+                    f"{where}.monitor out (it follows optimized_metric), or use callbacks=none "
+                    "to test the final weights without checkpoints."
+                )
             continue
-        monitor, mode = str(node.monitor), node.mode
+        monitor = str(monitor)
         expected = monitor_mode(monitor, metric, given)
-        if mode != expected:
+        if mode is not None and mode != expected:
             raise ConfigError(
-                f"callbacks.{key}.mode={mode} with monitor={monitor} would keep the worst "
-                f"epochs: here {monitor} is better when "
-                f"{'smaller' if expected == 'min' else 'larger'}. Leave callbacks.{key}.mode "
-                f"out (it follows the monitor and optimized_metric) or set "
-                f"callbacks.{key}.mode={expected}."
+                f"{where}.mode={mode} with monitor={monitor} acts on the worst values: here "
+                f"{monitor} is better when {'smaller' if expected == 'min' else 'larger'}. "
+                f"Leave {where}.mode out (it follows the monitor and optimized_metric) or set "
+                f"{where}.mode={expected}."
             )
-        target = str(node.get("_target_", ""))
         if target.endswith("ModelCheckpoint") and monitor != monitor_of(metric):
             raise ConfigError(
-                f"callbacks.{key}.monitor={monitor} chooses the best checkpoint by another "
+                f"{where}.monitor={monitor} chooses the best checkpoint by another "
                 f"metric than the objective optimized_metric={metric} (monitor "
                 f"{monitor_of(metric)}): the test and the record would use weights the "
-                f"objective did not pick. Leave callbacks.{key}.monitor out, or make the "
+                f"objective did not pick. Leave {where}.monitor out, or make the "
                 f"objective follow it: optimized_metric={monitor}{BEST_SUFFIX}."
             )
 
