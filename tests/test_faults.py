@@ -33,6 +33,9 @@ FAULTS = [
         {},
     ),
     (["data.val_fraction=0.9", "data.test_fraction=0.3"], 2, "nothing is left to train on", {}),
+    (["precision=16"], 2, "precision=16 is not available on this CPU", {}),
+    (["+optimizer.betas=0.9"], 2, "optimizer=adam (torch.optim.adam.Adam with", {}),
+    (["scheduler=step", "scheduler.factory.step_size=abc"], 2, "scheduler=step cannot be", {}),
 ]
 
 
@@ -127,3 +130,28 @@ def test_the_record_writer_never_fails_on_a_value(value, written, tmp_path):
 def test_describe_is_one_paragraph_that_names_the_fault(err, message):
     text = describe(err)
     assert message in text and "\n" not in text and len(text) <= 1200
+
+
+def test_evaluating_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("max_epochs=1", f"hydra.run.dir={run}", project=tmp_path).returncode == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, weights_only=True)
+    name = next(iter(checkpoint["state_dict"]))
+    checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("nan"))
+    torch.save(checkpoint, ckpt)
+    result = run_cli("train=false", f"ckpt_path={ckpt}", project=tmp_path)
+    assert result.returncode == 2
+    assert f"holds NaN or inf weights ({name}; written at step" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_evaluation_records_the_hparams_of_the_run_that_trained(tmp_path):
+    run, evaluation = tmp_path / "run", tmp_path / "eval"
+    trained = run_cli("max_epochs=1", "lr=0.003", f"hydra.run.dir={run}", project=tmp_path)
+    assert trained.returncode == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    args = ("train=false", f"ckpt_path={ckpt}", f"hydra.run.dir={evaluation}")
+    assert run_cli(*args, project=tmp_path).returncode == 0
+    hparams = json.loads((evaluation / "metrics.json").read_text())["hparams"]
+    assert hparams["lr"] == 0.003 and hparams["evaluated"] == str(ckpt)

@@ -199,3 +199,33 @@ def test_the_checks_load_neither_torch_nor_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# knobs that would be silently overridden by another setting, or not used at all
+OVERRIDDEN = [
+    (["tune=lr", "cv.folds=3"], "tune= with cv.folds=3 would tune each fold"),
+    (["tune=batch_size", "cv.folds=2"], "tune= with cv.folds=2"),
+    (["train=false", "ckpt_path=x.ckpt", "lr=0.5"], "lr=0.5 would change nothing"),
+    (["train=false", "ckpt_path=x.ckpt", "optimizer=sgd"], "optimizer=sgd would change nothing"),
+    (["train=false", "ckpt_path=x.ckpt", "tune=lr"], "tune=lr would change nothing"),
+    (["train=false", "ckpt_path=x.ckpt", "max_epochs=3"], "max_epochs=3 would change nothing"),
+    (["+trainer.min_epochs=3", "max_epochs=2"], "trainer.min_epochs=3 is more than max_epochs=2"),
+    (["+trainer.min_steps=60", "trainer.max_steps=10"], "trainer.min_steps=60 is more than"),
+    (["+trainer.limit_test_batches=0"], "test=true with trainer.limit_test_batches=0"),
+    (["trainer.limit_val_batches=0"], "trainer.limit_val_batches=0 turns validation off"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), OVERRIDDEN, ids=[" ".join(c[0]) for c in OVERRIDDEN]
+)
+def test_a_knob_another_setting_would_override_is_refused(compose_in, overrides, message):
+    cfg = compose_in(*overrides)  # not FAST: max_epochs is part of some cases
+    with pytest.raises(ConfigError) as refused:
+        check_config(cfg, list(cfg.hydra.overrides.task), list(cfg.hydra.runtime.choices))
+    assert message in str(refused.value)
+
+
+def test_evaluation_with_only_evaluation_knobs_is_accepted(compose_in):
+    cfg = compose_in("train=false", "ckpt_path=x.ckpt", "batch_size=128", "test=true")
+    check_config(cfg, list(cfg.hydra.overrides.task), list(cfg.hydra.runtime.choices))

@@ -97,6 +97,71 @@ def check_config(
             f"this data config has no `fold` argument. Use cv.folds=0."
         )
     check_start(cfg)
+    check_evaluation_only(cfg, task_overrides)
+    check_trainer_limits(cfg)
+    if cfg.cv.folds and cfg.get("tune") and (cfg.tune.get("lr") or cfg.tune.get("batch_size")):
+        raise ConfigError(
+            f"tune= with cv.folds={cfg.cv.folds} would tune each fold on its own data and train "
+            "the folds at different lrs or micro batches, so cv/mean would mix them. Tune once "
+            "(python train.py tune=lr), then cross-validate with what it found (lr=..., "
+            "micro_batch_size=...)."
+        )
+
+
+# knobs that only shape training: with train=false (evaluate ckpt_path) nothing reads them
+TRAINING_ONLY = (
+    "optimizer",
+    "scheduler",
+    "lr",
+    "weight_decay",
+    "weight_decay_groups",
+    "lr_scaling",
+    "base_batch_size",
+    "warmup",
+    "min_lr_ratio",
+    "grad_clip",
+    "max_epochs",
+    "tune",
+    "checkpoint_every_n_steps",
+)
+
+
+def check_evaluation_only(cfg: DictConfig, task_overrides: Iterable[str]) -> None:
+    """train=false evaluates a checkpoint: a training knob given with it would be recorded as if
+    it had made those weights."""
+    if cfg.train is not False:
+        return
+    given = [o for o in task_overrides if o.lstrip("+~").split("=", 1)[0] in TRAINING_ONLY]
+    if given:
+        raise ConfigError(
+            f"train=false evaluates ckpt_path={cfg.ckpt_path} as it was trained, so "
+            f"{' '.join(given)} would change nothing and only be recorded as if it had. Leave "
+            "the training knobs out (the record keeps the hparams of the run that saved the "
+            "checkpoint), or train a new run from it with train=true ckpt_path=..."
+        )
+
+
+def check_trainer_limits(cfg: DictConfig) -> None:
+    """Trainer limits that the run's own knobs would silently override."""
+    trainer = cfg.trainer
+    min_epochs, max_steps, min_steps = (
+        trainer.get(k) for k in ("min_epochs", "max_steps", "min_steps")
+    )
+    if isinstance(min_epochs, int) and min_epochs > cfg.max_epochs:
+        raise ConfigError(
+            f"trainer.min_epochs={min_epochs} is more than max_epochs={cfg.max_epochs}: Lightning "
+            f"would stop at max_epochs. Give max_epochs={min_epochs} (or more)."
+        )
+    if isinstance(min_steps, int) and isinstance(max_steps, int) and 0 < max_steps < min_steps:
+        raise ConfigError(
+            f"trainer.min_steps={min_steps} is more than trainer.max_steps={max_steps}: "
+            f"training would stop at max_steps. Give trainer.max_steps={min_steps} (or more)."
+        )
+    if cfg.test and trainer.get("limit_test_batches") in (0, 0.0):
+        raise ConfigError(
+            "test=true with trainer.limit_test_batches=0 would test nothing and record no test "
+            "metrics: use test=false to skip the test, or leave trainer.limit_test_batches out."
+        )
 
 
 def check_objective(cfg: DictConfig) -> None:

@@ -12,6 +12,7 @@ import math
 import signal
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,7 @@ from trainlab.checkpoints import (
     best_checkpoint_in,
     epochs_trained,
     latest_checkpoint,
+    nonfinite_tensors,
     read_checkpoint,
 )
 from trainlab.checks import ConfigError, check_batch_fits, check_optimized_metric
@@ -47,6 +49,7 @@ from trainlab.config_checks import check_config, overrides_and_groups
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
 from trainlab.objective import MODE_OF, best_of, direction_or_default, monitor_of
+from trainlab.optim import build_optimizer
 from trainlab.plan import Plan, make_plan
 from trainlab.record import group_choices, hparams_of, worst_objective, write_metrics
 from trainlab.rundir import read_record
@@ -73,7 +76,7 @@ def build_trainer(
     # no checkpoint callback configured (callbacks=none): Lightning must not add its own
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     try:
-        return instantiate(
+        trainer = instantiate(
             trainer_cfg,
             callbacks=callbacks,
             logger=loggers or False,
@@ -87,6 +90,27 @@ def build_trainer(
             for key in ("accelerator", "devices", "strategy", "precision")
         )
         raise ConfigError(f"The trainer cannot be built with {settings}: {cause}") from err
+    check_precision_kept(trainer_cfg.get("precision"), trainer)
+    return trainer
+
+
+def check_precision_kept(asked: Any, trainer: L.Trainer) -> None:
+    """Lightning quietly swaps a precision the device lacks (16-mixed becomes bf16-mixed on a
+    CPU): the run would train in another precision than it records, so it is refused."""
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+
+    try:
+        unified = _convert_precision_to_unified_args(asked)
+    except ValueError:
+        return  # Lightning refused it already, by name
+    if unified is not None and str(trainer.precision) != str(unified):
+        device = type(trainer.accelerator).__name__.replace("Accelerator", "")
+        raise ConfigError(
+            f"precision={asked} is not available on this {device}: Lightning would train in "
+            f"{trainer.precision} instead, while the record says {asked}. Give "
+            f"precision={trainer.precision}, or run on a device that has {unified} "
+            "(16-mixed needs a GPU)."
+        )
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -119,7 +143,17 @@ def starting_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | N
             raise ConfigError(f"resume={run_dir} has no checkpoints/last.ckpt to continue from.")
         return str(path), read_checkpoint(path, "resume")  # resume_argv checked what is left
     if cfg.ckpt_path is not None:
-        return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path, "ckpt_path")
+        checkpoint = read_checkpoint(cfg.ckpt_path, "ckpt_path")
+        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} holds NaN or inf weights ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}; written at step "
+                f"{checkpoint.get('global_step')}): evaluating or training from them gives "
+                "garbage. Give a checkpoint from before the run diverged (the best one in "
+                "<run dir>/checkpoints/epoch_*.ckpt)."
+            )
+        return str(cfg.ckpt_path), checkpoint
     requeued = latest_checkpoint(Path(cfg.paths.output_dir)) if cfg.train else None
     if requeued is not None:
         # a fresh run's directory is new, so a checkpoint there means this is the same job
@@ -185,6 +219,7 @@ def fit_and_test(
     # dataclass such as SchedulerSpec into a config node
     module = instantiate(cfg.model, _partial_=True)(optimizer=optimizer, scheduler=scheduler)
     keep_best_of_objective(module, cfg.optimized_metric, direction_or_default(cfg))
+    check_optimizer_builds(module, group_choices())
     check_optimized_metric(cfg.optimized_metric, module.logged_metrics)
     if cfg.compile:
         module.net = compiled(module.net)
@@ -264,6 +299,32 @@ def fit_and_test(
     return metrics, trained
 
 
+def check_optimizer_builds(module: L.LightningModule, choices: dict[str, str]) -> None:
+    """Build the optimizer and scheduler once on the module's parameters before any work, so
+    that a bad optimizer.* or scheduler.* value is one message naming the option and its
+    settings, not an error in the middle of fit."""
+    factory, spec = module.optimizer_factory, module.scheduler_spec
+    try:
+        optimizer = build_optimizer(module, factory, module.hparams.weight_decay_groups)
+        if spec is not None:  # built and stepped once: some schedulers read values only then
+            scheduler = spec.lightning_config(optimizer, 1000)["scheduler"]  # any length
+            if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                with warnings.catch_warnings():  # "step before optimizer.step()": on purpose
+                    warnings.simplefilter("ignore")
+                    scheduler.step()
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        func = getattr(factory, "func", factory)
+        settings = ", ".join(f"{k}={v!r}" for k, v in getattr(factory, "keywords", {}).items())
+        raise ConfigError(
+            f"optimizer={choices.get('optimizer')} ({func.__module__}.{func.__name__} with "
+            f"{settings}) and scheduler={choices.get('scheduler')} cannot be built: "
+            f"{type(err).__name__}: {err}. Check the optimizer.* and scheduler.* values "
+            "against their arguments (python train.py --cfg job)."
+        ) from err
+
+
 def trained_to_the_end(checkpoint: dict[str, Any], max_epochs: int, max_steps: Any) -> bool:
     """The checkpoint has every epoch of max_epochs, or every step of trainer.max_steps."""
     if epochs_trained(checkpoint) >= max_epochs:
@@ -332,6 +393,16 @@ def cross_validate(
     return metrics, {"plan": trained[0]["plan"], "folds": trained, "cv": summary}
 
 
+def recorded_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The knobs the record compares runs by: with train=false those of the run that trained
+    the evaluated checkpoint (from its metrics.json), since this run's own trained nothing."""
+    if cfg.get("train") is False and cfg.get("ckpt_path"):
+        saved = read_record(Path(str(cfg.ckpt_path)).resolve().parent.parent).get("hparams")
+        if isinstance(saved, dict):
+            return {**saved, "evaluated": str(cfg.ckpt_path)}
+    return hparams_of(cfg, group_choices())
+
+
 def train(cfg: DictConfig) -> float:
     """Run the pipeline and write `metrics.json`; returns the objective for sweepers.
 
@@ -357,7 +428,7 @@ def train(cfg: DictConfig) -> float:
             optimized_metric=cfg.optimized_metric,
             direction=direction,
             metrics=metrics,
-            hparams=hparams_of(cfg, group_choices()),
+            hparams=recorded_hparams(cfg),
             duration_s=time.perf_counter() - started,
             **known,
             **extra,
