@@ -1,12 +1,16 @@
 """Sweeps lose nothing: a job whose process dies is recorded `failed` and the sweep goes on; a
 sweep stopped by a signal writes its report (completed, interrupted, never ran); the report
 reads every job it can and lists the unreadable ones; diverged trials reach Optuna as FAIL;
-the report's files are readable by the group."""
+the report's files and the Optuna study are writable by the group the umask allows; launcher
+settings that do not apply are refused before anything is written; the README's search-space
+examples compose."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -18,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, cli_env, run_cli, train_cmd
+from conftest import ROOT, cli_env, compose_run, run_cli, train_cmd
 from trainlab.report import write_report
 from trainlab.search.plan import SweepPlan
 
@@ -191,20 +195,64 @@ def test_joblib_worker_killed_mid_job_is_recorded_failed_and_the_sweep_goes_on(t
     assert "killed by SIGKILL" in text
 
 
-def test_joblib_settings_that_do_not_apply_are_refused(tmp_path):
+JOBLIB_REFUSED = {
+    "settings joblib's pool only": (
+        ["hydra.launcher.n_jobs=2", "hydra.launcher.timeout=1", "hydra.launcher.backend=threading"],
+        "Error: hydra.launcher.backend=threading hydra.launcher.timeout=1.0: this launcher runs "
+        "each job in a process of its own, so of joblib's settings only hydra.launcher.n_jobs "
+        "applies. Leave the others out. Nothing was written.",
+    ),
+    "n_jobs=0": (["hydra.launcher.n_jobs=0"], "Error: hydra.launcher.n_jobs=0 must be a whole"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JOBLIB_REFUSED))
+@pytest.mark.parametrize("full_error", [False, True], ids=["plain", "HYDRA_FULL_ERROR"])
+def test_joblib_settings_that_do_not_apply_are_refused_before_anything_is_written(
+    case, full_error, tmp_path
+):
+    settings, message = JOBLIB_REFUSED[case]
+    sweep = tmp_path / "new" / "sweep"  # neither it nor its parent may be left behind
     result = run_cli(
         "-m",
         "hydra/launcher=joblib",
-        "hydra.launcher.backend=threading",
-        *FAST,
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *settings,
+        "lr=1e-3,1e-2",
+        "max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        env={"HYDRA_FULL_ERROR": "1"} if full_error else {},
     )
-    assert result.returncode != 0
-    assert "hydra.launcher.backend=threading" in result.stderr
-    assert "only hydra.launcher.n_jobs applies" in result.stderr
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr
+    assert ("Traceback" in result.stderr) == full_error, result.stderr[-3000:]
+    assert "could not write the sweep report" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- a sweep stopped by a signal writes its report ------------------------------------------
+
+
+def test_a_sweep_process_that_fails_before_pandas_is_loaded_still_writes_its_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, 0.1)
+    # the sweep process of hydra/launcher=joblib trains nothing: pandas is first imported by
+    # the report, on the way out
+    script = f"""
+from hydra import compose, initialize_config_dir
+from trainlab.report import SweepReport
+with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
+    cfg = compose("train", ["hydra/launcher=joblib", "hydra.sweep.dir={sweep}"], True)
+SweepReport().on_multirun_start(cfg)
+raise RuntimeError("the sweep failed")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=cli_env(), capture_output=True, text=True, timeout=60
+    )
+    assert "RuntimeError: the sweep failed" in result.stderr
+    assert "could not write the sweep report" not in result.stderr, result.stderr[-3000:]
+    table, text = summary_of(sweep)
+    assert status_by_job(table) == {"0": "completed"}
+    assert "its process exited" in text
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -250,10 +298,10 @@ def test_joblib_sweep_stopped_by_sigterm_stops_its_jobs_with_a_checkpoint(tmp_pa
 # --- Optuna: diverged and dead jobs are failed trials ----------------------------------------
 
 
-def load_trials(sweep: Path):
+def load_trials(sweep: Path, study: str = "debug"):
     import optuna
 
-    return optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db").trials
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{sweep}/optuna.db").trials
 
 
 def test_diverged_optuna_trial_is_failed_and_never_the_best(tmp_path):
@@ -279,6 +327,77 @@ def test_diverged_optuna_trial_is_failed_and_never_the_best(tmp_path):
     study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db")
     assert study.best_trial.params["lr"] == 0.01
     assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] > 0
+
+
+def test_optuna_db_gets_the_umasks_mode_so_the_group_can_continue_the_study(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        train_cmd(
+            "-m",
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=1",
+            "max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.umask(0o002),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stat.S_IMODE((sweep / "optuna.db").stat().st_mode) == 0o664
+    assert len(load_trials(sweep, "train")) == 1  # the empty file became the study's database
+    assert stat.S_IMODE((sweep / "summary.md").stat().st_mode) == 0o664  # as every other file
+
+
+def test_an_existing_optuna_db_is_left_as_it_is(tmp_path):
+    from trainlab.search.optuna_study import create_sqlite_file
+
+    db = tmp_path / "optuna.db"
+    db.write_bytes(b"the study")
+    db.chmod(0o600)
+    create_sqlite_file(f"sqlite:///{db}")
+    assert db.read_bytes() == b"the study" and stat.S_IMODE(db.stat().st_mode) == 0o600
+    create_sqlite_file(f"sqlite:///{tmp_path / 'new.db'}")
+    assert (tmp_path / "new.db").read_bytes() == b""
+    create_sqlite_file("sqlite:///:memory:")  # no file, and no error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db", "optuna.db"]
+
+
+def readme_search_space_examples() -> list[str]:
+    """Every command line of a README.md code block, and every `code` span of its text, that
+    sets hydra.sweeper.params."""
+    blocks = re.split(r"^```.*$", (ROOT / "README.md").read_text(), flags=re.MULTILINE)
+    examples = [line for block in blocks[1::2] for line in block.splitlines()]
+    examples += [span for text in blocks[::2] for span in re.findall(r"`([^`\n]+)`", text)]
+    return [example for example in examples if "hydra.sweeper.params" in example]
+
+
+def test_readmes_search_space_examples_compose_and_give_optuna_a_distribution(tmp_path):
+    import optuna
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    examples = readme_search_space_examples()
+    assert examples, "README.md has no hydra.sweeper.params example any more"
+    for example in examples:
+        words = shlex.split(example)  # as the shell hands them to train.py
+        overrides = [w for w in words if w not in ("python", "train.py", "-m", "--multirun")]
+        if not any(w.startswith("hparams_search=") for w in overrides):
+            overrides.insert(0, "hparams_search=optuna")
+        cfg = compose_run(overrides, tmp_path)  # a sweep value here: "requires --multirun"
+        params = [w.split("=", 1) for w in overrides if w.startswith("hydra.sweeper.params.")]
+        assert params, example
+        for key, given in params:
+            name = key.removeprefix("hydra.sweeper.params.")
+            value = cfg.hydra.sweeper.params[name]
+            assert value == given.strip("'\""), example  # the sweeper gets it as written
+            override = OverridesParser.create().parse_override(f"{name}={value}")
+            distribution = create_optuna_distribution_from_override(override)
+            assert isinstance(distribution, optuna.distributions.BaseDistribution), example
 
 
 @pytest.mark.slow

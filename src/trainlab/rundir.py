@@ -7,6 +7,8 @@ code 2:
 
 - a run in a directory that already holds one (an explicit `hydra.run.dir=`), and a grid
   sweep in a sweep directory that already holds jobs;
+- a sweep whose launcher settings do not apply (`hydra/launcher=joblib` honours only
+  `hydra.launcher.n_jobs`), before the sweep directory is created;
 - a run on several nodes whose directory name has a timestamp or the random run id in it
   (each node would name its own): such a run needs `hydra.run.dir=<shared path>`;
 - a directory that cannot be created or written (a parent that is a file, a read-only or
@@ -142,6 +144,21 @@ def _check_one_dir_for_all_nodes(config: Any, dir_node: Any, knob: str) -> None:
         )
 
 
+def _check_launcher(config: Any) -> None:
+    """The launcher's settings, by the launcher's own rule (trainlab.search.joblib_settings)."""
+    from trainlab.checks import ConfigError
+    from trainlab.search.joblib_settings import check_launcher
+
+    try:
+        check_launcher(config.hydra.get("launcher"))
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra makes a raise here a warning
+            import traceback
+
+            traceback.print_exc()
+        _refuse(f"{err} Nothing was written.")
+
+
 class RunDirGuard(Callback):
     """Refuse, with exit code 2, a run or sweep that would write into an earlier one, into a
     directory the other nodes would not share, or into one that cannot be written."""
@@ -159,6 +176,7 @@ class RunDirGuard(Callback):
         _check_writable(run_dir, "the run directory", "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        _check_launcher(config)  # first: a refusal must leave no sweep directory behind
         if "WORLD_SIZE" in os.environ:  # a sweep under torchrun, not one the launcher spreads
             _check_one_dir_for_all_nodes(config, config.hydra.sweep, "hydra.sweep.dir")
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -54,6 +54,10 @@ class SweepReport(Callback):
         launcher = str(config.hydra.launcher.get("_target_", ""))
         self._local = launcher.endswith(LOCAL_LAUNCHERS)
         self._handlers = stopping.catch_signals()
+        # the report imports pandas, which imports this; at exit it could no longer register
+        # its own exit hook ("can't register atexit after shutdown") and the report would be lost
+        import concurrent.futures.thread  # noqa: F401
+
         atexit.register(self._on_exit)
 
     def on_multirun_end(self, config, **kwargs) -> None:

@@ -8,6 +8,8 @@ each job's metrics.json decides: `completed` is told with its value; `diverged`,
 (also a job whose process died) and `interrupted` are told as TrialState.FAIL, with the
 status and error as the trial's user attributes (`trainlab_status`, `trainlab_error`).
 A sweep stopped by a signal tells its trials in flight the same way before it ends.
+A new SQLite study file gets the umask's mode, as every other file of the sweep does
+(`create_sqlite_file`), so that the group can continue the study.
 
 The rest follows the plugin (search space, fixed parameters, GridSampler, n_jobs trials per
 batch, max_failure_rate over jobs that raised, optimization_results.yaml), reusing its
@@ -16,8 +18,10 @@ methods; its `sweep` is the function this one replaces.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,22 @@ from trainlab.search.stopping import SweepStopped
 log = logging.getLogger(__name__)
 
 
+def create_sqlite_file(storage: Any) -> None:
+    """For a `sqlite:///<path>` storage whose file does not exist yet: create it empty, with
+    the mode every other file of the sweep gets (0o666 & ~umask; SQLite would create it 0644,
+    whatever the umask, and the group could not continue the study). SQLite takes an empty
+    file for a new database."""
+    if not (isinstance(storage, str) and storage.startswith("sqlite:")):
+        return
+    from sqlalchemy.engine import make_url
+
+    database = make_url(storage).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):  # another process created it first
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
 def load_existing(impl) -> None:
     """Continue the study stored in the sweep directory, if there is one: job numbers after
     its trials (no job directory reused), and fresh random draws (the seeded sampler would
@@ -38,6 +58,7 @@ def load_existing(impl) -> None:
     Path(impl.sweep_dir).mkdir(parents=True, exist_ok=True)  # SQLite needs its folder
     if not (impl.storage and impl.study_name):
         return
+    create_sqlite_file(impl.storage)
     try:
         study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
     except KeyError:  # no such study yet: a fresh sweep

@@ -18,7 +18,8 @@ process (a few seconds of start-up each; nothing of one job's memory leaks into 
   (the jobs then stop at once).
 
 Of joblib's settings only `n_jobs` applies (-1: one job per CPU, -2: all but one, ...); the
-others describe joblib's pool and are refused unless left at their defaults.
+others describe joblib's pool and are refused unless left at their defaults
+(trainlab.search.joblib_settings, which RunDirGuard also asks before the sweep writes anything).
 """
 
 from __future__ import annotations
@@ -43,47 +44,13 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import OmegaConf, open_dict
 
 from trainlab.record import worst_objective
+from trainlab.search.joblib_settings import parallel_jobs
 from trainlab.search.records import death_cause, mark_dead, read_record
 from trainlab.search.stopping import SIGNALS, SweepStopped, note_stop
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
-# joblib's settings that mean nothing for one process per job, at the plugin's defaults
-JOBLIB_DEFAULTS = {
-    "backend": None,
-    "prefer": "processes",
-    "require": None,
-    "verbose": 0,
-    "timeout": None,
-    "pre_dispatch": "2*n_jobs",
-    "batch_size": "auto",
-    "temp_folder": None,
-    "max_nbytes": None,
-    "mmap_mode": "r",
-}
-
-
-def parallel_jobs(settings: dict[str, Any], n_jobs_wanted: int) -> int:
-    """How many jobs run at once, from joblib's settings (refusing those that do not apply)."""
-    from trainlab.checks import ConfigError
-
-    changed = {k: v for k, v in settings.items() if JOBLIB_DEFAULTS.get(k, v) != v}
-    if changed:
-        given = " ".join(f"hydra.launcher.{k}={v}" for k, v in changed.items())
-        raise ConfigError(
-            f"{given}: this launcher runs each job in a process of its own, so of joblib's "
-            "settings only hydra.launcher.n_jobs applies. Leave the others out."
-        )
-    n_jobs = settings.get("n_jobs", -1)
-    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
-        raise ConfigError(
-            f"hydra.launcher.n_jobs={n_jobs} must be a whole number: how many jobs run at once "
-            "(-1: one per CPU, -2: all CPUs but one)."
-        )
-    if n_jobs < 0:
-        n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return max(1, min(n_jobs, n_jobs_wanted))
 
 
 @dataclass
