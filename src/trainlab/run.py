@@ -12,177 +12,51 @@ import math
 import signal
 import statistics
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab.building import (
+    best_checkpoint,
+    build_trainer,
+    check_optimizer_builds,
+    instantiate_each,
+    keep_best_of_objective,
+    optimizer_and_scheduler,
+    throughput_of,
+)
 from trainlab.callbacks import (
     Diverged,
     DivergenceGuard,
     Interrupted,
     LoopTimer,
     StopOnSignal,
-    ThroughputSummary,
     ValidateFinalWeights,
 )
 from trainlab.checkpoints import (
-    AtomicCheckpointIO,
     RngState,
     best_checkpoint_in,
     epochs_trained,
-    latest_checkpoint,
-    nonfinite_tensors,
-    read_checkpoint,
 )
-from trainlab.checks import ConfigError, check_batch_fits, check_optimized_metric
+from trainlab.checks import check_batch_fits, check_optimized_metric
 from trainlab.config_checks import check_config, overrides_and_groups
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
-from trainlab.objective import MODE_OF, best_of, direction_or_default, monitor_of
-from trainlab.optim import build_optimizer
+from trainlab.objective import direction_or_default
 from trainlab.plan import Plan, make_plan
 from trainlab.record import group_choices, hparams_of, worst_objective, write_metrics
 from trainlab.rundir import read_record
 from trainlab.scale import compiled
+from trainlab.starting import checkpoint_must_fit, starting_checkpoint, trained_to_the_end
 from trainlab.tune import tune_batch_size, tune_lr
 
 log = logging.getLogger(__name__)
-
-
-def instantiate_each(group: DictConfig | None) -> list[Any]:
-    """Callbacks or loggers: one object per entry of the group that has a `_target_`."""
-    if not group:
-        return []
-    return [instantiate(n) for n in group.values() if isinstance(n, DictConfig) and "_target_" in n]
-
-
-def build_trainer(
-    trainer_cfg: DictConfig, callbacks: list[Callback], loggers: list[Any]
-) -> L.Trainer:
-    """Lightning's Trainer; its refusals (accelerator, devices, precision) become ConfigErrors."""
-    if not loggers:
-        # LearningRateMonitor has nowhere to write without a logger and would stop the run
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    # no checkpoint callback configured (callbacks=none): Lightning must not add its own
-    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    try:
-        trainer = instantiate(
-            trainer_cfg,
-            callbacks=callbacks,
-            logger=loggers or False,
-            enable_checkpointing=checkpointing,
-            plugins=[AtomicCheckpointIO()],  # a kill during a save leaves the old checkpoint
-        )
-    except InstantiationException as err:
-        cause = err.__cause__ or err
-        settings = ", ".join(
-            f"{key}={trainer_cfg.get(key)}"
-            for key in ("accelerator", "devices", "strategy", "precision")
-        )
-        raise ConfigError(f"The trainer cannot be built with {settings}: {cause}") from err
-    check_precision_kept(trainer_cfg.get("precision"), trainer)
-    return trainer
-
-
-def check_precision_kept(asked: Any, trainer: L.Trainer) -> None:
-    """Lightning quietly swaps a precision the device lacks (16-mixed becomes bf16-mixed on a
-    CPU): the run would train in another precision than it records, so it is refused."""
-    from lightning.fabric.connector import _convert_precision_to_unified_args
-
-    try:
-        unified = _convert_precision_to_unified_args(asked)
-    except ValueError:
-        return  # Lightning refused it already, by name
-    if unified is not None and str(trainer.precision) != str(unified):
-        device = type(trainer.accelerator).__name__.replace("Accelerator", "")
-        raise ConfigError(
-            f"precision={asked} is not available on this {device}: Lightning would train in "
-            f"{trainer.precision} instead, while the record says {asked}. Give "
-            f"precision={trainer.precision}, or run on a device that has {unified} "
-            "(16-mixed needs a GPU)."
-        )
-
-
-def best_checkpoint(trainer: L.Trainer) -> str | None:
-    """Path of the best checkpoint, or None (test the final weights) when none was saved."""
-    callback = trainer.checkpoint_callback
-    path = getattr(callback, "best_model_path", "") if callback else ""
-    return path or None
-
-
-def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
-    """The optimizer partial and scheduler spec with every `${lr}` in their config set to `lr`
-    (the plan's effective lr, or the LR range test's suggestion), not the raw knob."""
-    cfg = copy.deepcopy(cfg)
-    OmegaConf.update(cfg, "lr", lr)
-    return instantiate(cfg.optimizer), instantiate(cfg.scheduler)
-
-
-def starting_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
-    """The checkpoint this run starts from, already checked to be readable: the latest one of
-    the run being resumed, or `ckpt_path`; (None, None) for a run from scratch."""
-    if cfg.resume is not None:
-        run_dir = Path(str(cfg.resume))
-        if run_dir.resolve() != Path(cfg.paths.output_dir).resolve():
-            raise ConfigError(
-                f"resume={run_dir} must continue in that directory, but this run writes to "
-                f"{cfg.paths.output_dir}: start it with python train.py resume={run_dir}"
-            )
-        path = latest_checkpoint(run_dir)
-        if path is None:
-            raise ConfigError(f"resume={run_dir} has no checkpoints/last.ckpt to continue from.")
-        return str(path), read_checkpoint(path, "resume")  # resume_argv checked what is left
-    if cfg.ckpt_path is not None:
-        checkpoint = read_checkpoint(cfg.ckpt_path, "ckpt_path")
-        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
-        if bad:
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} holds NaN or inf weights ({', '.join(bad[:3])}"
-                f"{', ...' if len(bad) > 3 else ''}; written at step "
-                f"{checkpoint.get('global_step')}): evaluating or training from them gives "
-                "garbage. Give a checkpoint from before the run diverged (the best one in "
-                "<run dir>/checkpoints/epoch_*.ckpt)."
-            )
-        return str(cfg.ckpt_path), checkpoint
-    requeued = latest_checkpoint(Path(cfg.paths.output_dir)) if cfg.train else None
-    if requeued is not None:
-        # a fresh run's directory is new, so a checkpoint there means this is the same job
-        # started again: SLURM requeued it (submitit keeps the job's directory)
-        log.warning("this run's directory already has %s: continuing from it", requeued)
-        return str(requeued), read_checkpoint(requeued, "the requeued job's checkpoint")
-    return None, None
-
-
-@contextmanager
-def checkpoint_must_fit(ckpt: str | None, model_choice: str | None) -> Iterator[None]:
-    """A checkpoint of another architecture: say which options built it, not a state_dict dump."""
-    try:
-        yield
-    except RuntimeError as err:
-        if ckpt is None or "state_dict" not in str(err):
-            raise
-        saved = Path(ckpt).resolve().parent.parent / ".hydra" / "overrides.yaml"
-        options = OmegaConf.load(saved) if saved.is_file() else None
-        hint = (
-            f" The run that saved it was started with: {' '.join(options) or '(no overrides)'}."
-            if options is not None
-            else ""
-        )
-        details = "; ".join(line.strip().rstrip(".")[:300] for line in str(err).splitlines()[1:3])
-        raise ConfigError(
-            f"ckpt_path={ckpt} does not fit the model this config builds (model={model_choice}): "
-            f"{details}. Give the same model and data options as the run that saved it.{hint}"
-        ) from err
 
 
 def fit_and_test(
@@ -297,55 +171,6 @@ def fit_and_test(
             "global_step": checkpoint.get("global_step"),
         }
     return metrics, trained
-
-
-def check_optimizer_builds(module: L.LightningModule, choices: dict[str, str]) -> None:
-    """Build the optimizer and scheduler once on the module's parameters before any work, so
-    that a bad optimizer.* or scheduler.* value is one message naming the option and its
-    settings, not an error in the middle of fit."""
-    factory, spec = module.optimizer_factory, module.scheduler_spec
-    try:
-        optimizer = build_optimizer(module, factory, module.hparams.weight_decay_groups)
-        if spec is not None:  # built and stepped once: some schedulers read values only then
-            scheduler = spec.lightning_config(optimizer, 1000)["scheduler"]  # any length
-            if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                with warnings.catch_warnings():  # "step before optimizer.step()": on purpose
-                    warnings.simplefilter("ignore")
-                    scheduler.step()
-    except (TypeError, ValueError, RuntimeError, KeyError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        func = getattr(factory, "func", factory)
-        settings = ", ".join(f"{k}={v!r}" for k, v in getattr(factory, "keywords", {}).items())
-        raise ConfigError(
-            f"optimizer={choices.get('optimizer')} ({func.__module__}.{func.__name__} with "
-            f"{settings}) and scheduler={choices.get('scheduler')} cannot be built: "
-            f"{type(err).__name__}: {err}. Check the optimizer.* and scheduler.* values "
-            "against their arguments (python train.py --cfg job)."
-        ) from err
-
-
-def trained_to_the_end(checkpoint: dict[str, Any], max_epochs: int, max_steps: Any) -> bool:
-    """The checkpoint has every epoch of max_epochs, or every step of trainer.max_steps."""
-    if epochs_trained(checkpoint) >= max_epochs:
-        return True
-    return isinstance(max_steps, int) and 0 < max_steps <= checkpoint.get("global_step", 0)
-
-
-def keep_best_of_objective(module: L.LightningModule, metric: str, direction: str) -> None:
-    """The module's best-so-far (`val/<name>_best`) tracks the objective's own validation
-    metric, with the objective's direction: val/loss_best is the lowest val/loss."""
-    name = best_of(metric) or monitor_of(metric).partition("val/")[2]
-    if name and f"val/{name}" in module.logged_metrics:
-        module.keep_best(name, MODE_OF[direction])
-
-
-def throughput_of(trainer: L.Trainer) -> dict[str, float] | None:
-    """The last training numbers of the ThroughputMonitor, if the run had one."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, ThroughputSummary):
-            return callback.summary or None
-    return None
 
 
 def plan_summary(plan) -> dict[str, Any]:

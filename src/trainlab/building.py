@@ -1,0 +1,136 @@
+"""Building the run's objects from the composed config: the Trainer (refusing a precision
+Lightning would swap), callbacks and loggers, the optimizer and scheduler (built once before
+any work, so a bad value is one message), the best-so-far that follows the objective."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from trainlab.callbacks import ThroughputSummary
+from trainlab.checkpoints import AtomicCheckpointIO
+from trainlab.checks import ConfigError
+from trainlab.objective import MODE_OF, best_of, monitor_of
+from trainlab.optim import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_each(group: DictConfig | None) -> list[Any]:
+    """Callbacks or loggers: one object per entry of the group that has a `_target_`."""
+    if not group:
+        return []
+    return [instantiate(n) for n in group.values() if isinstance(n, DictConfig) and "_target_" in n]
+
+
+def build_trainer(
+    trainer_cfg: DictConfig, callbacks: list[Callback], loggers: list[Any]
+) -> L.Trainer:
+    """Lightning's Trainer; its refusals (accelerator, devices, precision) become ConfigErrors."""
+    if not loggers:
+        # LearningRateMonitor has nowhere to write without a logger and would stop the run
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # no checkpoint callback configured (callbacks=none): Lightning must not add its own
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    try:
+        trainer = instantiate(
+            trainer_cfg,
+            callbacks=callbacks,
+            logger=loggers or False,
+            enable_checkpointing=checkpointing,
+            plugins=[AtomicCheckpointIO()],  # a kill during a save leaves the old checkpoint
+        )
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        settings = ", ".join(
+            f"{key}={trainer_cfg.get(key)}"
+            for key in ("accelerator", "devices", "strategy", "precision")
+        )
+        raise ConfigError(f"The trainer cannot be built with {settings}: {cause}") from err
+    check_precision_kept(trainer_cfg.get("precision"), trainer)
+    return trainer
+
+
+def check_precision_kept(asked: Any, trainer: L.Trainer) -> None:
+    """Lightning quietly swaps a precision the device lacks (16-mixed becomes bf16-mixed on a
+    CPU): the run would train in another precision than it records, so it is refused."""
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+
+    try:
+        unified = _convert_precision_to_unified_args(asked)
+    except ValueError:
+        return  # Lightning refused it already, by name
+    if unified is not None and str(trainer.precision) != str(unified):
+        device = type(trainer.accelerator).__name__.replace("Accelerator", "")
+        raise ConfigError(
+            f"precision={asked} is not available on this {device}: Lightning would train in "
+            f"{trainer.precision} instead, while the record says {asked}. Give "
+            f"precision={trainer.precision}, or run on a device that has {unified} "
+            "(16-mixed needs a GPU)."
+        )
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """Path of the best checkpoint, or None (test the final weights) when none was saved."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback else ""
+    return path or None
+
+
+def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
+    """The optimizer partial and scheduler spec with every `${lr}` in their config set to `lr`
+    (the plan's effective lr, or the LR range test's suggestion), not the raw knob."""
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.update(cfg, "lr", lr)
+    return instantiate(cfg.optimizer), instantiate(cfg.scheduler)
+
+
+def check_optimizer_builds(module: L.LightningModule, choices: dict[str, str]) -> None:
+    """Build the optimizer and scheduler once on the module's parameters before any work, so
+    that a bad optimizer.* or scheduler.* value is one message naming the option and its
+    settings, not an error in the middle of fit."""
+    factory, spec = module.optimizer_factory, module.scheduler_spec
+    try:
+        optimizer = build_optimizer(module, factory, module.hparams.weight_decay_groups)
+        if spec is not None:  # built and stepped once: some schedulers read values only then
+            scheduler = spec.lightning_config(optimizer, 1000)["scheduler"]  # any length
+            if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                with warnings.catch_warnings():  # "step before optimizer.step()": on purpose
+                    warnings.simplefilter("ignore")
+                    scheduler.step()
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        func = getattr(factory, "func", factory)
+        settings = ", ".join(f"{k}={v!r}" for k, v in getattr(factory, "keywords", {}).items())
+        raise ConfigError(
+            f"optimizer={choices.get('optimizer')} ({func.__module__}.{func.__name__} with "
+            f"{settings}) and scheduler={choices.get('scheduler')} cannot be built: "
+            f"{type(err).__name__}: {err}. Check the optimizer.* and scheduler.* values "
+            "against their arguments (python train.py --cfg job)."
+        ) from err
+
+
+def keep_best_of_objective(module: L.LightningModule, metric: str, direction: str) -> None:
+    """The module's best-so-far (`val/<name>_best`) tracks the objective's own validation
+    metric, with the objective's direction: val/loss_best is the lowest val/loss."""
+    name = best_of(metric) or monitor_of(metric).partition("val/")[2]
+    if name and f"val/{name}" in module.logged_metrics:
+        module.keep_best(name, MODE_OF[direction])
+
+
+def throughput_of(trainer: L.Trainer) -> dict[str, float] | None:
+    """The last training numbers of the ThroughputMonitor, if the run had one."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, ThroughputSummary):
+            return callback.summary or None
+    return None
