@@ -72,6 +72,11 @@ BAD_INPUTS = [
     ),
     # several nodes, each naming its own run dir from its clock
     (["trainer.num_nodes=2"], "add hydra.run.dir=<shared path>"),
+    # a run dir that is not its own: the working directory (the repo here) or a folder above
+    (["hydra.run.dir="], "hydra.run.dir='' is the working directory"),
+    (["hydra.run.dir=."], "hydra.run.dir='.' is the working directory"),
+    (["hydra.run.dir=/"], "hydra.run.dir='/' is a folder that holds other work"),
+    (["-m", "lr=1e-3", "hydra.sweep.dir=."], "hydra.sweep.dir='.' is the working directory"),
 ]
 
 

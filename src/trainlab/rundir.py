@@ -159,6 +159,22 @@ def _check_launcher(config: Any) -> None:
         _refuse(f"{err} Nothing was written.")
 
 
+def _check_own_dir(given: str, knob: str) -> None:
+    """A run or sweep directory of its own: not the working directory, the project root or a
+    folder above them, where .hydra/, checkpoints/ and metrics.json would land among (and
+    over) other files."""
+    path = Path(given.strip() or ".").resolve()
+    here = Path.cwd().resolve()
+    root = Path(os.environ.get("PROJECT_ROOT", here)).resolve()
+    if path in (here, root) or path in here.parents or path in root.parents:
+        what = "the working directory" if path == here else "a folder that holds other work"
+        _refuse(
+            f"{knob}={given!r} is {what} ({path}): a run's .hydra/, checkpoints/ and "
+            "metrics.json would land among other files. Give a directory of its own, e.g. "
+            f"{knob}=outputs/my_run, or leave {knob} out to get a fresh one under outputs/."
+        )
+
+
 class RunDirGuard(Callback):
     """Refuse, with exit code 2, a run or sweep that would write into an earlier one, into a
     directory the other nodes would not share, or into one that cannot be written."""
@@ -167,6 +183,7 @@ class RunDirGuard(Callback):
         _check_one_dir_for_all_nodes(config, config.hydra.run, "hydra.run.dir")
         run_dir = Path(str(config.hydra.run.dir))
         resumed = _same_path(config.get("resume"), run_dir)
+        _check_own_dir(str(config.hydra.run.dir), "hydra.run.dir")
         if not is_other_rank() and not resumed and holds_a_run(run_dir):
             _refuse(
                 f"hydra.run.dir={run_dir} already holds a run (it has .hydra/ or metrics.json), "
@@ -180,6 +197,7 @@ class RunDirGuard(Callback):
         if "WORLD_SIZE" in os.environ:  # a sweep under torchrun, not one the launcher spreads
             _check_one_dir_for_all_nodes(config, config.hydra.sweep, "hydra.sweep.dir")
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        _check_own_dir(str(config.hydra.sweep.dir), "hydra.sweep.dir")
         _check_writable(sweep_dir, "the sweep directory", "hydra.sweep.dir")
         # the resumable Optuna sweeper numbers new jobs after the existing ones
         resumable = "Resumable" in str(config.hydra.sweeper.get("_target_", ""))
