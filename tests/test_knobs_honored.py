@@ -83,6 +83,7 @@ ADDED_NOT_READ = [
     (["+callbacks.checkpoint.every=3"], "ModelCheckpoint does not take"),
     (["+paths.extra=/tmp"], "no object built under paths takes extra"),
     (["++optimizer.momentm=0.9"], "torch.optim.Adam does not take"),
+    (["++sead=1"], "no object built at the top level takes sead"),
 ]
 
 
@@ -101,6 +102,10 @@ ADDED_AND_READ = [
     ["+model.loss.reduction=sum"],
     ["+callbacks.timer._target_=lightning.pytorch.callbacks.Timer"],
     ["++optimizer.amsgrad=true"],
+    ["++seed=1"],  # ++ also sets a key that is there
+    ["++cv.folds=0"],
+    ["tune=lr", "++tune.lr.num_training=50"],
+    ["++trainer.max_steps=5"],
 ]
 
 

@@ -190,9 +190,35 @@ def check_added_keys_are_read(cfg: DictConfig, keys: Iterable[str]) -> None:
             )
 
 
+def keys_already_there(task_overrides: list[str], keys: list[str]) -> set[str]:
+    """Which `++key=value` keys only set a key the config already has (Hydra's `++` adds or
+    sets): the config is composed again without them, and looked at."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    hydra_cfg = HydraConfig.get()
+    others = [o for o in task_overrides if not o.startswith("++")]
+    if GlobalHydra.instance().is_initialized():  # inside the Hydra app
+        base = compose(config_name=hydra_cfg.job.config_name, overrides=others)
+    else:  # composed by hand (the tests): from the primary config directory
+        primary = next(s.path for s in hydra_cfg.runtime.config_sources if s.provider == "main")
+        with initialize_config_dir(config_dir=primary.removeprefix("file://"), version_base="1.3"):
+            base = compose(config_name=hydra_cfg.job.config_name, overrides=others)
+    return {key for key in keys if _node(base, key)[0]}
+
+
 def check_derived_keys(
     cfg: DictConfig, task_overrides: Iterable[str], groups: Iterable[str]
 ) -> None:
     """Both checks of this module, on the composed config and the command line's overrides."""
     check_keys_follow_knobs(cfg)
-    check_added_keys_are_read(cfg, added_keys(task_overrides, groups))
+    task_overrides = list(task_overrides)
+    added = added_keys(task_overrides, groups)
+    forced = [o.lstrip("+").split("=", 1)[0] for o in task_overrides if o.startswith("++")]
+    if set(forced) & set(added):
+        existing = keys_already_there(task_overrides, [k for k in added if k in forced])
+        added = [k for k in added if k not in existing]
+    check_added_keys_are_read(cfg, added)
