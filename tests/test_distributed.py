@@ -130,6 +130,7 @@ def test_the_same_resume_command_on_every_node_continues_the_run_dir(tmp_path, m
 ONE_DIR_FOR_ALL_NODES = {
     "trainer.num_nodes=2": (["trainer.num_nodes=2"], {}),
     "torchrun over 2 nodes": ([], {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}),
+    "torchrun, 2 processes on one node": ([], {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}),
 }
 
 

@@ -34,6 +34,7 @@ FAULTS = [
     ),
     (["data.val_fraction=0.9", "data.test_fraction=0.3"], 2, "nothing is left to train on", {}),
     (["precision=16"], 2, "precision=16 is not available on this CPU", {}),
+    (["lr=${nope}"], 2, "the config at lr is invalid: Interpolation key 'nope' not found", {}),
     (["+optimizer.betas=0.9"], 2, "optimizer=adam (torch.optim.adam.Adam with", {}),
     (["scheduler=step", "scheduler.factory.step_size=abc"], 2, "scheduler=step cannot be", {}),
 ]

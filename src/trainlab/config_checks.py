@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from trainlab.checks import (
     ConfigError,
@@ -52,12 +53,14 @@ def check_before_start(cfg: DictConfig) -> None:
     resume leaves the run's own record as it was."""
     try:
         check_config(cfg, *overrides_and_groups())
-    except ConfigError as err:
-        if cfg.get("resume") is None:
+    except Exception as err:  # a bad value, or one that does not even resolve (${nope})
+        if cfg.get("resume", None) is None:
             try:
                 write_refusal(cfg, describe(err))
             except Exception as unrecorded:  # a value that does not even resolve, a full disk
                 log.error("the refusal could not be recorded: %s", describe(unrecorded))
+        if isinstance(err, OmegaConfBaseException):  # a value given that cannot be read
+            raise ConfigError(describe(err)) from err
         raise
 
 

@@ -64,6 +64,15 @@ def rank_argv(argv: list[str], env: Mapping[str, str] = os.environ) -> list[str]
     return [*argv, *(override for key, override in extra.items() if key not in given)]
 
 
+def launched_as_several_processes(env: Mapping[str, str] = os.environ) -> bool:
+    """torchrun started this process as one of several (on one node or more): each runs Hydra
+    on its own, so a run dir named from the clock and a random id differs per process."""
+    try:
+        return "LOCAL_WORLD_SIZE" in env and int(env.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
 def launched_on_several_nodes(num_nodes: object, env: Mapping[str, str] = os.environ) -> bool:
     """A run whose processes live on more than one machine: `trainer.num_nodes` > 1, or
     torchrun's world larger than this node's share of it."""

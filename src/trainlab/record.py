@@ -43,18 +43,27 @@ def group_choices() -> dict[str, str]:
 
 
 def hparams_of(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
-    """The knobs a reader compares runs by, as the user chose them."""
+    """The knobs a reader compares runs by, as the user chose them (the lr trained with, after
+    lr_scaling or tune=lr, is the plan's lr_effective). A knob that does not resolve (a broken
+    interpolation) is recorded as written, so that the record of that fault can be written."""
+
+    def knob(key: str) -> Any:
+        try:
+            return cfg[key]
+        except Exception:
+            return cfg._get_node(key)._value() if key in cfg else None
+
     return {
         "optimizer": choices.get("optimizer"),
-        "lr": cfg.lr,
-        "weight_decay": cfg.weight_decay,
-        "batch_size": cfg.batch_size,
-        "max_epochs": cfg.max_epochs,
+        "lr": knob("lr"),
+        "weight_decay": knob("weight_decay"),
+        "batch_size": knob("batch_size"),
+        "max_epochs": knob("max_epochs"),
         "scheduler": choices.get("scheduler"),
         "model": choices.get("model"),
         "data": choices.get("data"),
-        "seed": cfg.seed,
-        "precision": cfg.precision,
+        "seed": knob("seed"),
+        "precision": knob("precision"),
     }
 
 
@@ -64,12 +73,24 @@ def worst_objective(direction: str) -> float:
     return -1e9 if direction == "maximize" else 1e9
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it, and another
+    thread creating a file in between would get the wrong mode)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def umask_mode(mode: int = 0o666) -> int:
     """`mode` as the umask leaves it: what open() would give a new file (mkstemp gives 0600,
     and a rename keeps it, which a group sharing the outputs folder could not read)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
+    return mode & ~current_umask()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -149,7 +170,12 @@ def write_metrics(
 
 
 def write_refusal(cfg: DictConfig, error: str) -> Path | None:
-    """The `failed` record of a run refused before it started (nothing trained, no plan)."""
+    """The `failed` record of a run refused before it started (nothing trained, no plan), by
+    the process that owns the run dir (global rank 0: not a node > 0 of a hand-started run)."""
+    from trainlab.ranks import is_other_rank
+
+    if is_other_rank():
+        return None
     return write_metrics(
         Path(cfg.paths.output_dir),
         status="failed",

@@ -240,10 +240,11 @@ def train(cfg: DictConfig) -> float:
     started = time.perf_counter()
     direction = direction_or_default(cfg)
     known: dict[str, Any] = {}  # the plan, once there is one: every later record carries it
-    if cfg.resume is not None:  # an interrupt early in the resumed run keeps the plan
-        previous_plan = read_record(Path(cfg.paths.output_dir)).get("plan")
-        if previous_plan:
-            known["plan"] = previous_plan
+    # resumed or requeued (a fresh run's dir has no record): a stop before the plan is made
+    # again keeps the one the run trains with, tuned or not
+    previous_plan = read_record(Path(cfg.paths.output_dir)).get("plan")
+    if previous_plan:
+        known["plan"] = previous_plan
 
     def finish(status: str, objective: float | None, metrics: dict, **extra: Any) -> Path | None:
         return write_metrics(

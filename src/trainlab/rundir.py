@@ -34,7 +34,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from trainlab.ranks import is_other_rank, launched_on_several_nodes
+from trainlab.ranks import is_other_rank, launched_as_several_processes, launched_on_several_nodes
 
 METRICS_FILE = "metrics.json"
 PROBE_BYTES = 4096  # one block: a full disk refuses it
@@ -133,14 +133,21 @@ def _check_one_dir_for_all_nodes(config: Any, dir_node: Any, knob: str) -> None:
     num_nodes = OmegaConf.select(
         config, "trainer.num_nodes", default=1, throw_on_resolution_failure=False
     )
-    if launched_on_several_nodes(num_nodes) and _named_per_node(dir_node):
+    several_nodes = launched_on_several_nodes(num_nodes)
+    if (several_nodes or launched_as_several_processes()) and _named_per_node(dir_node):
+        where = (
+            f"on several nodes (trainer.num_nodes={num_nodes})"
+            if several_nodes
+            else f"as {os.environ.get('WORLD_SIZE')} processes started by torchrun"
+        )
         _refuse(
-            f"this run trains on several nodes (trainer.num_nodes={num_nodes}), and its "
-            f"directory {knob}={OmegaConf.to_container(dir_node, resolve=False).get('dir')} is "
-            "named from each node's clock and a random id, so every node would write a run of "
-            "its own. Give every node the same directory on a file system they share: add "
-            f"{knob}=<shared path> (e.g. {knob}=outputs/big_run) to the command, the same on "
-            "every node."
+            f"this run trains {where}, and its directory "
+            f"{knob}={OmegaConf.to_container(dir_node, resolve=False).get('dir')} is named from "
+            "each process's clock and a random id, so every process would write a run of its "
+            "own. Give them all the same directory (on a file system every node shares): add "
+            f"{knob}=<shared path> (e.g. {knob}=outputs/big_run) to the command, the same for "
+            "every process. (On one machine, trainer=ddp trainer.devices=N without torchrun "
+            "starts the processes itself and needs nothing more.)"
         )
 
 

@@ -66,9 +66,11 @@ def checkpoint_must_fit(ckpt: str | None, model_choice: str | None) -> Iterator[
         if ckpt is None or "state_dict" not in str(err):
             raise
         saved = Path(ckpt).resolve().parent.parent / ".hydra" / "overrides.yaml"
-        options = OmegaConf.load(saved) if saved.is_file() else None
+        # as typed: an override may hold an interpolation (x=${task_name})
+        options = OmegaConf.to_container(OmegaConf.load(saved)) if saved.is_file() else None
         hint = (
-            f" The run that saved it was started with: {' '.join(options) or '(no overrides)'}."
+            f" The run that saved it was started with: "
+            f"{' '.join(map(str, options)) or '(no overrides)'}."
             if options is not None
             else ""
         )

@@ -7,12 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-def umask_mode(mode: int = 0o666) -> int:
-    """`mode` less the umask: what open() gives a new file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
+from trainlab.record import umask_mode
 
 
 def write_atomic(path: Path, write) -> None:

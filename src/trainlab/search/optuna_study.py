@@ -93,7 +93,8 @@ def outcome(ret, n_objectives: int) -> tuple[Any, list[float] | None, dict[str, 
     attrs = {"trainlab_status": status or "no record"}
     if record.get("error"):
         attrs["trainlab_error"] = str(record["error"])[:500]
-    if ret.status != JobStatus.COMPLETED or status not in (None, "completed"):
+    # every job of this template leaves a record: none means it never got to say how it ended
+    if ret.status != JobStatus.COMPLETED or status != "completed":
         return TrialState.FAIL, None, attrs
     value = ret.return_value
     try:
