@@ -47,6 +47,9 @@ def build_trainer(
             callbacks=callbacks,
             logger=loggers or False,
             enable_checkpointing=checkpointing,
+            # a bar only from a callback: without a terminal the progress callback is no bar
+            enable_progress_bar=trainer_cfg.get("enable_progress_bar", True)
+            and any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
             plugins=[AtomicCheckpointIO()],  # a kill during a save leaves the old checkpoint
         )
     except InstantiationException as err:
