@@ -311,9 +311,13 @@ def train(cfg: DictConfig) -> float:
 
 def log_through_hydra() -> None:
     """`import lightning` adds its own console handler; Hydra's root handlers already print
-    (and save to <run dir>/train.log) everything, so without this each line shows twice."""
+    (and save to <run dir>/train.log) everything, so without this each line shows twice.
+    The framework's tips and one deprecation warning are dropped (trainlab.quiet)."""
+    from trainlab.quiet import quiet_framework
+
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+    quiet_framework()
 
 
 def main(cfg: DictConfig) -> float:
