@@ -1,0 +1,161 @@
+"""The console without a terminal (one line per epoch, in train.log too, no framework noise)
+and <run dir>/epochs.csv (one row per epoch, train and val side by side, resumed without
+duplicates)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from lightning.pytorch.callbacks import RichProgressBar
+
+from conftest import ROOT, cli_env, run_cli, train_cmd
+from trainlab.console import EpochLines, progress
+
+QUICK = ["max_epochs=3", "trainer.limit_train_batches=3"]  # 3 optimizer steps an epoch
+HELPERS = {"PYTHONPATH": str(ROOT / "tests")}
+LINE = re.compile(r"\[trainlab\.progress\]\[INFO\] - (epoch .*)$", re.MULTILINE)
+
+
+def epochs_of(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "epochs.csv")
+
+
+def shown(line: str, name: str) -> float:
+    return float(re.search(rf"{re.escape(name)} (\S+)", line).group(1))
+
+
+@pytest.fixture(scope="module")
+def redirected(tmp_path_factory):
+    """A default run (CSV logger) with stdout and stderr to pipes, samples/s reported."""
+    run = tmp_path_factory.mktemp("redirected") / "run"
+    result = subprocess.run(
+        train_cmd(
+            *QUICK,
+            "trainer.log_every_n_steps=1",
+            "callbacks.throughput.window_size=2",
+            f"hydra.run.dir={run}",
+        ),
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,  # pipes: no terminal
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+def test_redirected_run_prints_one_line_per_epoch_with_that_epochs_numbers(redirected):
+    run, result = redirected
+    lines = LINE.findall(result.stdout)
+    assert [line.split(" | ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    table = epochs_of(run)
+    for line, row in zip(lines, table.to_dict("records"), strict=True):
+        assert f"step {row['step']}" in line
+        for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            assert shown(line, name) == pytest.approx(row[name], abs=6e-5), (name, line)
+        assert shown(line, "lr") == pytest.approx(row["lr"])
+        assert re.search(r"\d+ samples/s", line), line
+        assert re.search(r"elapsed, ETA \d+:\d\d:\d\d$", line), line
+    final = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert shown(lines[-1], "train/acc") == pytest.approx(final["train/acc"], abs=6e-5)
+    assert shown(lines[-1], "val/acc") == pytest.approx(final["val/acc"], abs=6e-5)
+    logged = LINE.findall((run / "train.log").read_text())
+    assert logged == lines
+    assert not re.search(r"^(Epoch \d|Testing|Validation)", result.stdout, re.MULTILINE)  # no bar
+
+
+def test_redirected_run_drops_the_framework_noise_only(redirected):
+    _, result = redirected
+    output = result.stdout + result.stderr
+    assert "LeafSpec" not in output
+    assert "litlogger" not in output and "💡" not in output
+    assert "smaller than the logging interval" not in output  # log_every_n_steps=1: none
+    assert "GPU available" in output  # Lightning's other lines stay
+
+
+def test_epochs_csv_has_train_and_val_of_each_epoch_side_by_side(redirected):
+    run, _ = redirected
+    table = epochs_of(run)
+    assert list(table["epoch"]) == [0, 1, 2]
+    assert list(table["step"]) == [3, 6, 9]
+    assert list(table.columns[:2]) == ["epoch", "step"] and table.columns[-1] == "lr"
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr"):
+        assert table[name].notna().all(), name
+    # the same numbers as the CSVLogger's rows, where train and val are apart
+    logged = pd.read_csv(run / "csv" / "metrics.csv")
+    val = logged.dropna(subset=["val/acc"]).set_index("epoch")["val/acc"]
+    train = logged.dropna(subset=["train/acc"]).set_index("epoch")["train/acc"]
+    assert list(table["val/acc"]) == pytest.approx(list(val))
+    assert list(table["train/acc"]) == pytest.approx(list(train))
+
+
+def test_sigterm_then_resume_appends_each_epoch_once_without_a_logger(tmp_path):
+    run = tmp_path / "run"
+    stopped = run_cli(
+        *QUICK,
+        "logger=none",
+        f"hydra.run.dir={run}",
+        "+callbacks.stop._target_=kill_at_step.SigtermAtEpochEnd",
+        "+callbacks.stop.epoch=0",
+        env=HELPERS,
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert list(epochs_of(run)["epoch"]) == [0]  # stopped after the first step of epoch 1
+    assert not (run / "csv").exists()
+    resumed = run_cli(f"resume={run}", env=HELPERS)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    table = epochs_of(run)
+    assert list(table["epoch"]) == [0, 1, 2]
+    assert list(table["step"]) == [3, 6, 9]
+    assert table["val/acc"].notna().all() and table["train/acc"].notna().all()
+    lines = LINE.findall(resumed.stdout)
+    assert [line.split(" | ")[0] for line in lines] == ["epoch 2/3", "epoch 3/3"]
+
+
+def test_a_run_killed_after_rows_its_checkpoint_lacks_rewrites_them_once(tmp_path):
+    run = tmp_path / "run"
+    # no epoch-end last.ckpt: the newest checkpoint is step 4's (epoch 1), rows 0 and 1 exist
+    killed = run_cli(
+        *QUICK,
+        "logger=none",
+        "~callbacks.checkpoint_last",
+        "checkpoint_every_n_steps=4",
+        f"hydra.run.dir={run}",
+        "+callbacks.kill._target_=kill_at_step.KillAtStep",
+        "+callbacks.kill.step=8",
+        env=HELPERS,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    before = epochs_of(run)
+    assert list(before["epoch"]) == [0, 1]
+    resumed = run_cli(f"resume={run}", env=HELPERS)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["trained"]["resumed_from"]["global_step"] == 4  # epoch 1 trained again
+    after = epochs_of(run)
+    assert list(after["epoch"]) == [0, 1, 2]
+    assert after.iloc[:2]["train/acc"].tolist() == pytest.approx(before["train/acc"].tolist())
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_is_the_rich_bar_on_a_terminal_and_epoch_lines_otherwise(monkeypatch):
+    monkeypatch.setattr("sys.stdout", _Stream(tty=True))
+    assert isinstance(progress(), RichProgressBar)
+    monkeypatch.setattr("sys.stdout", _Stream(tty=False))
+    assert isinstance(progress(), EpochLines)
