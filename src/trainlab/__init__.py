@@ -1,7 +1,9 @@
 """trainlab: choose the learning rate, batch size and optimizer, with Lightning + Hydra."""
 
 from trainlab.objective import register_resolvers
+from trainlab.trackers import register_tracker_resolvers
 
 # the configs' ${trainlab.monitor:...}, ${trainlab.mode:...}, ${trainlab.direction:...}: any
 # import of trainlab (train.py's Hydra callbacks, the pipeline, the tests) makes them known
 register_resolvers()
+register_tracker_resolvers()  # conf/logger's run names, groups and tags

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab import trackers
 from trainlab.building import (
     best_checkpoint,
     build_trainer,
@@ -117,8 +118,9 @@ def fit_and_test(
     trainer.callbacks.extend(
         [DivergenceGuard(), RngState(), stop, timer, ValidateFinalWeights(cfg.optimized_metric)]
     )
-    for logger in trainer.loggers:  # so runs compare by the knobs in TensorBoard, MLflow, ...
-        logger.log_hyperparams({**hparams_of(cfg, group_choices()), **plan_summary(plan)})
+    # so runs compare by the knobs in TensorBoard's HParams, MLflow and W&B; closed by finish()
+    knobs = {**hparams_of(cfg, group_choices()), **plan_summary(plan)}
+    trackers.log_hyperparams(trainer.loggers, knobs, cfg, module)
     metrics: dict[str, Any] = {}
     started = time.perf_counter()
     # resumed or requeued after its last epoch (stopped during the test): only finish it
@@ -247,7 +249,7 @@ def train(cfg: DictConfig) -> float:
         known["plan"] = previous_plan
 
     def finish(status: str, objective: float | None, metrics: dict, **extra: Any) -> Path | None:
-        return write_metrics(
+        path = write_metrics(
             Path(cfg.paths.output_dir),
             status=status,
             objective=objective,
@@ -259,6 +261,9 @@ def train(cfg: DictConfig) -> float:
             **known,
             **extra,
         )
+        if status != "running":  # MLflow's and W&B's runs get the status and end
+            trackers.close(status)
+        return path
 
     def announce(plan: dict[str, Any]) -> None:
         known["plan"] = plan
