@@ -215,3 +215,30 @@ def test_close_tags_mlflow_runs_with_how_they_ended(tmp_path, status, mlflow_sta
     assert runs["tags.status"].tolist() == [status]
     assert runs["params.scheduler"].tolist() == ["None"]
     assert trackers._open == []
+
+
+def test_parallel_jobs_share_a_new_mlflow_store_and_the_sweeps_experiment(tmp_path):
+    """Two joblib workers opening a store that does not exist yet: MLflow migrates a new
+    SQLite file when its client is built, and two migrations at once fail one job."""
+    import mlflow
+
+    sweep = tmp_path / "outputs" / "sweep"
+    result = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "lr=0.001,0.01",
+        "debug=limit",
+        "max_epochs=1",
+        "callbacks=checkpoint",
+        "logger=mlflow",
+        f"hydra.sweep.dir={sweep}",
+        project=tmp_path,
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": ""},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["sweep"])
+    assert sorted(runs["tags.mlflow.runName"]) == ["0-lr=0.001", "1-lr=0.01"]
+    assert runs["tags.status"].tolist() == ["completed", "completed"]

@@ -237,6 +237,47 @@ def _hparam_value(value: Any) -> int | float | str | bool:
     return str(value)
 
 
+def _store_lock(tracking_uri: str | None) -> Path | None:
+    """The lock file of a local SQLite store (`<db>.lock`); None for any other store."""
+    prefix = "sqlite:///"
+    if not tracking_uri or not tracking_uri.startswith(prefix):
+        return None
+    return Path(tracking_uri[len(prefix) :] + ".lock")
+
+
+@functools.cache
+def _mlflow_logger_class() -> type:
+    from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+
+    class MLFlowLogger(LightningMLFlowLogger):
+        """Lightning's MLFlowLogger, but the jobs of a parallel sweep (joblib) that open a new
+        SQLite store one at a time: MLflow creates and migrates the store when its client is
+        built, and two processes migrating one new file fail ('Online migration expected to
+        match one row'). The lock is a file beside the store, held only while opening it."""
+
+        def __init__(self, *args: Any, tracking_uri: str | None = None, **kwargs: Any):
+            lock = _store_lock(tracking_uri)
+            if lock is None:
+                super().__init__(*args, tracking_uri=tracking_uri, **kwargs)
+                return
+            import fcntl
+
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            with lock.open("a") as held:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                super().__init__(*args, tracking_uri=tracking_uri, **kwargs)
+
+    return MLFlowLogger
+
+
+def __getattr__(name: str) -> Any:
+    """`trainlab.trackers.MLFlowLogger` (conf/logger/mlflow.yaml), built on first use, so
+    that importing trainlab loads neither Lightning nor MLflow."""
+    if name == "MLFlowLogger":
+        return _mlflow_logger_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _ensure_mlflow_run(logger: Any) -> None:
     """Create the MLflow run now. Two jobs of a parallel sweep may both create the sweep's
     experiment: the one that loses the race finds it on the second try."""
