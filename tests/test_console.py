@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from lightning.pytorch.callbacks import RichProgressBar
 
 from conftest import ROOT, cli_env, run_cli, train_cmd
+from trainlab.building import build_trainer
 from trainlab.console import EpochLines, progress
 
 QUICK = ["max_epochs=3", "trainer.limit_train_batches=3"]  # 3 optimizer steps an epoch
@@ -120,10 +122,22 @@ def test_sigterm_then_resume_appends_each_epoch_once_without_a_logger(tmp_path):
     assert [line.split(" | ")[0] for line in lines] == ["epoch 2/3", "epoch 3/3"]
 
 
+def with_umask_027(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_cmd(*args),
+        cwd=ROOT,
+        env={**cli_env(), **HELPERS},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.umask(0o027),  # in the child only
+    )
+
+
 def test_a_run_killed_after_rows_its_checkpoint_lacks_rewrites_them_once(tmp_path):
     run = tmp_path / "run"
     # no epoch-end last.ckpt: the newest checkpoint is step 4's (epoch 1), rows 0 and 1 exist
-    killed = run_cli(
+    killed = with_umask_027(
         *QUICK,
         "logger=none",
         "~callbacks.checkpoint_last",
@@ -131,13 +145,13 @@ def test_a_run_killed_after_rows_its_checkpoint_lacks_rewrites_them_once(tmp_pat
         f"hydra.run.dir={run}",
         "+callbacks.kill._target_=kill_at_step.KillAtStep",
         "+callbacks.kill.step=8",
-        env=HELPERS,
     )
     assert killed.returncode == -signal.SIGKILL
     before = epochs_of(run)
     assert list(before["epoch"]) == [0, 1]
-    resumed = run_cli(f"resume={run}", env=HELPERS)
+    resumed = with_umask_027(f"resume={run}")  # drops row 1 (a rewrite), then appends
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (run / "epochs.csv").stat().st_mode & 0o777 == 0o640  # the umask's, not 0600
     record = json.loads((run / "metrics.json").read_text())
     assert record["trained"]["resumed_from"]["global_step"] == 4  # epoch 1 trained again
     after = epochs_of(run)
@@ -159,3 +173,10 @@ def test_progress_is_the_rich_bar_on_a_terminal_and_epoch_lines_otherwise(monkey
     assert isinstance(progress(), RichProgressBar)
     monkeypatch.setattr("sys.stdout", _Stream(tty=False))
     assert isinstance(progress(), EpochLines)
+
+
+def test_the_trainer_has_a_bar_only_from_a_progress_bar_callback(compose_in):
+    trainer_cfg = compose_in().trainer
+    assert build_trainer(trainer_cfg, [EpochLines()], []).progress_bar_callback is None
+    bar = RichProgressBar()
+    assert build_trainer(trainer_cfg, [bar], []).progress_bar_callback is bar
