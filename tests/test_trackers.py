@@ -242,3 +242,18 @@ def test_parallel_jobs_share_a_new_mlflow_store_and_the_sweeps_experiment(tmp_pa
     runs = mlflow.search_runs(experiment_names=["sweep"])
     assert sorted(runs["tags.mlflow.runName"]) == ["0-lr=0.001", "1-lr=0.01"]
     assert runs["tags.status"].tolist() == ["completed", "completed"]
+
+
+def test_a_job_that_fails_before_training_has_a_failed_mlflow_run(compose_in):
+    import mlflow
+
+    from trainlab.run import train
+
+    cfg = compose_in("batch_size=5000", "logger=mlflow", "callbacks=none", "lr=0.03")
+    with pytest.raises(Exception, match="larger than the training split"):
+        train(cfg)
+    mlflow.set_tracking_uri(f"sqlite:///{cfg.paths.log_dir}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["train"])
+    assert runs["tags.mlflow.runName"].tolist() == ["batch_size=5000,callbacks=none,lr=0.03"]
+    assert runs["tags.status"].tolist() == ["failed"] and runs["status"].tolist() == ["FAILED"]
+    assert trackers._open == []

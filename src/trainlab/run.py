@@ -74,7 +74,8 @@ def fit_and_test(
     ckpt, checkpoint = starting_checkpoint(cfg)
 
     callbacks = instantiate_each(cfg.get("callbacks"))
-    trainer = build_trainer(cfg.trainer, callbacks, instantiate_each(cfg.get("logger")))
+    loggers = trackers.opened(instantiate_each(cfg.get("logger")))  # closed by finish()
+    trainer = build_trainer(cfg.trainer, callbacks, loggers)
     plan = make_plan(
         batch_size=cfg.batch_size,
         micro_batch_size=cfg.micro_batch_size,
@@ -118,7 +119,7 @@ def fit_and_test(
     trainer.callbacks.extend(
         [DivergenceGuard(), RngState(), stop, timer, ValidateFinalWeights(cfg.optimized_metric)]
     )
-    # so runs compare by the knobs in TensorBoard's HParams, MLflow and W&B; closed by finish()
+    # so runs compare by the knobs in TensorBoard's HParams, MLflow and W&B
     knobs = {**hparams_of(cfg, group_choices()), **plan_summary(plan)}
     trackers.log_hyperparams(trainer.loggers, knobs, cfg, module)
     metrics: dict[str, Any] = {}

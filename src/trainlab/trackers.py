@@ -42,7 +42,7 @@ MLFLOW_STATUS = {
 UNNAMED = {"logger", "resume"}
 NAME_LIMIT = 120  # MLflow and W&B show a name this long; a longer one ends in a short hash
 log = logging.getLogger(__name__)
-_open: list[Any] = []  # this job's loggers, given hparams and not yet closed
+_open: list[Any] = []  # this job's loggers (all folds of a cross-validation), not yet closed
 
 
 def _hydra():
@@ -289,13 +289,21 @@ def _ensure_mlflow_run(logger: Any) -> None:
         _ = logger.experiment
 
 
+def opened(loggers: list[Any]) -> list[Any]:
+    """This job's loggers, as built: `close` ends their runs with the job's status, even when
+    the job fails before training (its MLflow run then says `failed`, not nothing)."""
+    if getattr(rank_zero_only, "rank", 0) == 0:  # `close` runs on rank 0 only
+        _open.extend(logger for logger in loggers if logger not in _open)
+    return loggers
+
+
 @rank_zero_only
 def log_hyperparams(loggers: list[Any], params: dict[str, Any], cfg: DictConfig, module: Any):
     """The same knobs in every tool: MLflow params, W&B config (plus the run's tags under
     `tracking/`), hparams.yaml, and TensorBoard's HParams plugin with the objective and what
     the model logs as its metrics (Lightning writes the plugin data only when given metrics,
     and would log them as scalars: here only their names are declared, the values are the
-    scalars the run logs under those names). The loggers are then closed by `close`."""
+    scalars the run logs under those names). `close` ends their runs."""
     from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
     names = [cfg.optimized_metric, *getattr(module, "logged_metrics", ())]
@@ -315,7 +323,7 @@ def log_hyperparams(loggers: list[Any], params: dict[str, Any], cfg: DictConfig,
             for summary in hparams(shown, dict.fromkeys(metric_names, math.nan)):
                 writer.add_summary(summary)
             writer.flush()
-        _open.append(logger)
+        opened([logger])
 
 
 @rank_zero_only
