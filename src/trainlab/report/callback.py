@@ -17,6 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from trainlab.report.jobs import job_dirs, read_record
+from trainlab.report.progress import job_line, ranking_lines
 from trainlab.report.summary import write_report
 from trainlab.search import stopping
 from trainlab.search.plan import SweepPlan, sweep_plan
@@ -64,6 +65,22 @@ class SweepReport(Callback):
         atexit.unregister(self._on_exit)
         stopping.restore(self._handlers)
         self._write(jobs_ended=True, ended_early=None)
+        for line in ranking_lines(self._sweep_dir):
+            log.info(line)
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        """One line per finished job of a sweep (in whichever process ran it)."""
+        from hydra.types import RunMode
+        from omegaconf import OmegaConf
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+            sweep_dir, job_dir = Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir)
+            log.info(job_line(sweep_dir, job_dir, [str(o) for o in overrides]))
+        except Exception as err:  # a line on the console must never fail a job
+            log.warning("cannot summarize the job: %s: %s", type(err).__name__, err)
 
     def _on_exit(self) -> None:
         """The sweep process exits before on_multirun_end: stopped, or failed."""
