@@ -10,6 +10,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import cli_env, run_cli, train_cmd
 
 RUN_DIR = re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}_[0-9a-f]{6}$")
@@ -61,6 +63,7 @@ def test_adam_lr_0001_trains_what_it_says(tmp_path):
     assert not list(run.glob(".metrics.json.*"))  # no temp file left behind
 
 
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_two_runs_started_together_get_their_own_directories(tmp_path):
     cmd = train_cmd("debug=fdr", "logger=none")
     procs = [

@@ -73,6 +73,7 @@ def test_run_killed_mid_epoch_resumes_to_exactly_the_same_result(unbroken, tmp_p
     assert record["trained"]["optimizer_steps"] == record_of(unbroken)["trained"]["optimizer_steps"]
 
 
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_sigterm_at_an_epoch_end_resumes_to_exactly_the_same_result(unbroken, tmp_path):
     run = tmp_path / "run"
     helpers = {"PYTHONPATH": str(ROOT / "tests")}
@@ -91,6 +92,7 @@ def test_sigterm_at_an_epoch_end_resumes_to_exactly_the_same_result(unbroken, tm
     assert weights_hash(run) == weights_hash(unbroken)
 
 
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_sigterm_mid_accumulation_stops_after_the_whole_step_and_resumes_exactly(tmp_path):
     accumulating = [*EXACT, "batch_size=64", "micro_batch_size=32"]  # 2 micro batches a step
     helpers = {"PYTHONPATH": str(ROOT / "tests")}

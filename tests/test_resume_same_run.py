@@ -166,6 +166,7 @@ def change_defaults(conf: Path, **changes: tuple[str, str]) -> None:
     (conf / "train.yaml").write_text(text)
 
 
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_resume_continues_the_saved_run_after_the_defaults_changed_and_twice(project):
     run = project / "run"
     first = in_project(project, "max_epochs=1", "scheduler=step", "logger=none", "test=false",

@@ -209,6 +209,7 @@ def test_validation_off_with_a_test_objective_trains_and_tests_the_final_weights
     assert record["trained"]["optimizer_steps"] == 5 and "test/acc" in record["metrics"]
 
 
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_a_resumed_max_steps_run_validates_its_last_step_like_an_unbroken_one(tmp_path):
     unbroken, stopped = tmp_path / "unbroken", tmp_path / "stopped"
 

@@ -69,6 +69,7 @@ def test_diverging_and_failing_jobs_do_not_stop_the_sweep(tmp_path):
     assert "did not complete" in (sweep / "summary.md").read_text()
 
 
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_optuna_study_lives_in_the_sweep_dir_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "hparams_search=optuna", "debug=limit", "logger=none", f"hydra.sweep.dir={sweep}"]
@@ -117,6 +118,7 @@ def test_diverged_optuna_trial_is_a_failed_trial_not_a_fake_value(tmp_path):
     assert jobs_of(sweep)["0"]["objective"] == -1e9  # what the job returns to other sweepers
 
 
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_joblib_launcher_runs_jobs_in_parallel_without_collisions(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
