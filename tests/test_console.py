@@ -1,5 +1,6 @@
-"""The console without a terminal (one line per epoch, in train.log too, no framework noise)
-and <run dir>/epochs.csv (one row per epoch, train and val side by side, resumed without
+"""The console: on a terminal the live bar with the epoch in progress's train numbers;
+without one, one line per epoch, in train.log too, no framework noise; and <run
+dir>/epochs.csv (one row per epoch, train and val side by side, resumed without
 duplicates)."""
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ import signal
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
-from lightning.pytorch.callbacks import RichProgressBar
+import torch
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 
 from conftest import ROOT, cli_env, run_cli, train_cmd
 from trainlab.building import build_trainer
 from trainlab.console import EpochLines, progress
+from trainlab.data.digits import DigitsDataModule
+from trainlab.live_bar import LiveBar
+from trainlab.models.classifier import Classifier
+from trainlab.models.nets import MLP
 
 QUICK = ["max_epochs=3", "trainer.limit_train_batches=3"]  # 3 optimizer steps an epoch
 HELPERS = {"PYTHONPATH": str(ROOT / "tests")}
@@ -170,7 +177,7 @@ class _Stream(io.StringIO):
 
 def test_progress_is_the_rich_bar_on_a_terminal_and_epoch_lines_otherwise(monkeypatch):
     monkeypatch.setattr("sys.stdout", _Stream(tty=True))
-    assert isinstance(progress(), RichProgressBar)
+    assert isinstance(progress(), LiveBar)
     monkeypatch.setattr("sys.stdout", _Stream(tty=False))
     assert isinstance(progress(), EpochLines)
 
@@ -180,3 +187,78 @@ def test_the_trainer_has_a_bar_only_from_a_progress_bar_callback(compose_in):
     assert build_trainer(trainer_cfg, [EpochLines()], []).progress_bar_callback is None
     bar = RichProgressBar()
     assert build_trainer(trainer_cfg, [bar], []).progress_bar_callback is bar
+
+
+class BarWatch(Callback):
+    """Each training batch's loss and accuracy, worked out apart from the module with the
+    weights that step trains from; the bar's numbers after each batch and at each epoch's
+    end; the bar's clock moved a minute on at the batches in `tick_at`."""
+
+    def __init__(self, now: list[float], tick_at: set[int]) -> None:
+        self.now, self.tick_at = now, tick_at
+        self.batches: dict[int, list[tuple[int, float, float]]] = {}
+        self.shown: list[tuple[int, int, dict]] = []
+        self.at_epoch_end: dict[int, dict] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx in self.tick_at:
+            self.now[0] += 60.0
+        x, y = batch
+        with torch.no_grad():
+            logits = pl_module(x)
+        loss = torch.nn.functional.cross_entropy(logits, y).item()
+        acc = (logits.argmax(dim=1) == y).float().mean().item()
+        self.batches.setdefault(trainer.current_epoch, []).append((len(y), loss, acc))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        metrics = trainer.progress_bar_callback.get_metrics(trainer, pl_module)
+        self.shown.append((trainer.current_epoch, batch_idx, metrics))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # after the bar's own hook, before the module's (which logs the epoch's means)
+        metrics = trainer.progress_bar_callback.get_metrics(trainer, pl_module)
+        self.at_epoch_end[trainer.current_epoch] = metrics
+
+    def means(self, epoch: int, batches: int) -> dict[str, float]:
+        seen = self.batches[epoch][:batches]
+        count = sum(n for n, _, _ in seen)
+        return {
+            "train/loss": sum(n * loss for n, loss, _ in seen) / count,
+            "train/acc": sum(n * acc for n, _, acc in seen) / count,
+        }
+
+
+def test_the_bar_shows_this_epochs_running_means_read_at_most_once_a_second():
+    """Without a terminal the rich bar still runs; its clock is frozen, and moved a minute on
+    before batch 2 of each epoch: the sums are read at each epoch's first batch, after a
+    minute, and at the epoch's end, and in between the bar shows what it read last."""
+    now = [0.0]
+    bar = LiveBar(metrics_every_s=1.0, clock=lambda: now[0])
+    watch = BarWatch(now, tick_at={2})
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=4,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar, watch],
+    )
+    module = Classifier(net=MLP(), optimizer=torch.optim.Adam)
+    trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
+
+    read_after = {0: 1, 1: 1, 2: 3, 3: 3}  # batch -> the batches the shown means are over
+    for epoch, batch_idx, metrics in watch.shown:
+        expected = watch.means(epoch, read_after[batch_idx])
+        for name, value in expected.items():
+            assert metrics[name] == pytest.approx(value, rel=1e-5), (epoch, batch_idx, name)
+    assert [(e, b) for e, b, _ in watch.shown] == [(e, b) for e in (0, 1) for b in range(4)]
+    for epoch in (0, 1):  # the epoch's own means, as the module then logs them
+        for name, value in watch.means(epoch, 4).items():
+            assert watch.at_epoch_end[epoch][name] == pytest.approx(value, rel=1e-5), name
+    logged = trainer.progress_bar_metrics
+    assert watch.at_epoch_end[1]["train/loss"] == pytest.approx(logged["train/loss"], rel=1e-6)
+    # the previous epoch's validation still shows beside this epoch's train numbers
+    first_of_epoch_1 = next(m for e, b, m in watch.shown if e == 1)
+    assert "val/acc" in first_of_epoch_1 and "val/acc" not in watch.shown[0][2]

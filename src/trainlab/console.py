@@ -1,10 +1,11 @@
 """What a run shows while it trains: the live bar on a terminal, one line per epoch otherwise.
 
 A progress bar redrawn in place is noise in a SLURM log, a CI log or a redirect, and shows
-nothing until the run ends there. `progress()` (conf/callbacks/progress.yaml) gives
-Lightning's RichProgressBar when stdout is a terminal, and `EpochLines` when it is not: one
-line per epoch through Python logging (logger `trainlab.progress`), so that it also lands in
-Hydra's `<run dir>/train.log`:
+nothing until the run ends there. `progress()` (conf/callbacks/progress.yaml) gives the
+rich bar when stdout is a terminal (`LiveBar`: Lightning's RichProgressBar, with the train
+numbers of the epoch in progress), and `EpochLines` when it is not: one line per epoch
+through Python logging (logger `trainlab.progress`), so that it also lands in Hydra's
+`<run dir>/train.log`:
 
     epoch 2/20  step 38  train/acc 0.8113 train/loss 0.6402 | val/acc 0.9074 val/loss 0.3811
     | lr 0.001 | 5210 samples/s | 0:00:04 elapsed, ETA 0:00:38
@@ -22,10 +23,11 @@ from datetime import timedelta
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.callbacks import Callback
 
 from trainlab.callbacks import ThroughputSummary
 from trainlab.epoch_table import EpochRows
+from trainlab.live_bar import LiveBar
 
 log = logging.getLogger("trainlab.progress")
 
@@ -36,11 +38,11 @@ def on_terminal(stream=None) -> bool:
     return bool(isatty and isatty())
 
 
-def progress(**rich_kwargs: Any) -> Callback:
-    """RichProgressBar(**rich_kwargs) on a terminal, else `EpochLines` (the Trainer then gets
-    no progress bar: building.build_trainer enables one only when a callback is one)."""
+def progress(**bar_kwargs: Any) -> Callback:
+    """LiveBar(**bar_kwargs) on a terminal, else `EpochLines` (the Trainer then gets no
+    progress bar: building.build_trainer enables one only when a callback is one)."""
     if on_terminal():
-        return RichProgressBar(**rich_kwargs)
+        return LiveBar(**bar_kwargs)
     return EpochLines()
 
 

@@ -35,6 +35,16 @@ class EpochSums:
             self.sums[i] += batch_means[name].detach().float() * count
         self.sums[-1] += count
 
+    def running_means(self) -> dict[str, float]:
+        """This rank's means of the epoch so far, as numbers, for a display: reading them
+        waits for the device, so the caller decides how often. {} before the first batch."""
+        if self.sums is None:
+            return {}
+        *sums, count = self.sums.tolist()
+        if not count:
+            return {}
+        return {name: total / count for name, total in zip(self.names, sums, strict=True)}
+
     def pop_means(self, strategy) -> dict[str, Tensor]:
         """This epoch's means over every rank (one all-reduce); the sums start again at zero."""
         if self.sums is None:
