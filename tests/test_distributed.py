@@ -234,9 +234,9 @@ def test_optuna_trials_are_the_same_on_both_ranks(tmp_path):
         (lr,) = [o for o in record["overrides"] if o.startswith("lr=")]
         assert record["plan"]["lr"] == float(lr.split("=", 1)[1])
     # the study holds exactly these two trials: no rank ran a study of its own
-    import optuna
+    from trainlab.search.storage import load_sweep_study
 
-    study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    study = load_sweep_study(sweep)
     assert len(study.trials) == 2
     for trial, record in zip(study.trials, records, strict=True):
         assert trial.params["lr"] == record["plan"]["lr"]

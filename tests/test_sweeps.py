@@ -10,6 +10,7 @@ import pytest
 from conftest import compose_run, run_cli
 from trainlab.data.digits import DigitsDataModule
 from trainlab.run import train
+from trainlab.search.storage import load_sweep_study
 
 FAST = ["debug=limit", "logger=csv"]
 
@@ -75,15 +76,15 @@ def test_optuna_study_lives_in_the_sweep_dir_and_resumes(tmp_path):
     args = ["-m", "hparams_search=optuna", "debug=limit", "logger=none", f"hydra.sweep.dir={sweep}"]
     first = run_cli(*args, "hydra.sweeper.n_trials=3")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert (sweep / "optuna.db").exists()
+    assert (sweep / "optuna.journal").exists()
     assert sorted(jobs_of(sweep)) == ["0", "1", "2"]
     first_points = {
         (j["hparams"]["optimizer"], j["hparams"]["lr"]) for j in jobs_of(sweep).values()
     }
 
-    again = run_cli(*args, "hydra.sweeper.n_trials=2")
+    again = run_cli(*args, "hydra.sweeper.n_trials=5")  # the study's total: 2 more
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "continuing study" in again.stdout + again.stderr
+    assert "3 of 5 trials so far" in again.stdout + again.stderr
     jobs = jobs_of(sweep)
     assert sorted(jobs) == ["0", "1", "2", "3", "4"]  # new job dirs, the old ones untouched
     new_points = {(jobs[n]["hparams"]["optimizer"], jobs[n]["hparams"]["lr"]) for n in ("3", "4")}
@@ -91,9 +92,10 @@ def test_optuna_study_lives_in_the_sweep_dir_and_resumes(tmp_path):
 
     import optuna
 
-    study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db")
+    study = load_sweep_study(sweep)
     assert len(study.trials) == 5
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert all(t.state in finished for t in study.trials)
     assert {"lr", "optimizer", "batch_size"} == set(study.trials[0].params)
 
 
@@ -112,7 +114,7 @@ def test_diverged_optuna_trial_is_a_failed_trial_not_a_fake_value(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     import optuna
 
-    (trial,) = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db").trials
+    (trial,) = load_sweep_study(sweep).trials
     assert trial.state == optuna.trial.TrialState.FAIL and trial.value is None
     assert trial.user_attrs["trainlab_status"] == "diverged"
     assert jobs_of(sweep)["0"]["objective"] == -1e9  # what the job returns to other sweepers

@@ -25,6 +25,7 @@ import yaml
 from conftest import ROOT, cli_env, compose_run, run_cli, train_cmd
 from trainlab.report import write_report
 from trainlab.search.plan import SweepPlan
+from trainlab.search.storage import load_sweep_study
 
 FAST = ["debug=limit", "logger=none"]
 HELPERS = {"PYTHONPATH": str(ROOT / "tests")}  # kill_at_step.KillAtStep
@@ -298,10 +299,8 @@ def test_joblib_sweep_stopped_by_sigterm_stops_its_jobs_with_a_checkpoint(tmp_pa
 # --- Optuna: diverged and dead jobs are failed trials ----------------------------------------
 
 
-def load_trials(sweep: Path, study: str = "debug"):
-    import optuna
-
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{sweep}/optuna.db").trials
+def load_trials(sweep: Path):
+    return load_sweep_study(sweep).trials
 
 
 def test_diverged_optuna_trial_is_failed_and_never_the_best(tmp_path):
@@ -324,12 +323,11 @@ def test_diverged_optuna_trial_is_failed_and_never_the_best(tmp_path):
     assert diverged.state == optuna.trial.TrialState.FAIL and diverged.value is None
     assert diverged.user_attrs["trainlab_status"] == "diverged"
     assert trials[0.01].state == optuna.trial.TrialState.COMPLETE
-    study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep}/optuna.db")
-    assert study.best_trial.params["lr"] == 0.01
+    assert load_sweep_study(sweep).best_trial.params["lr"] == 0.01
     assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] > 0
 
 
-def test_optuna_db_gets_the_umasks_mode_so_the_group_can_continue_the_study(tmp_path):
+def test_optuna_journal_gets_the_umasks_mode_so_the_group_can_continue_the_study(tmp_path):
     sweep = tmp_path / "sweep"
     result = subprocess.run(
         train_cmd(
@@ -348,13 +346,13 @@ def test_optuna_db_gets_the_umasks_mode_so_the_group_can_continue_the_study(tmp_
         preexec_fn=lambda: os.umask(0o002),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert stat.S_IMODE((sweep / "optuna.db").stat().st_mode) == 0o664
-    assert len(load_trials(sweep, "train")) == 1  # the empty file became the study's database
+    assert stat.S_IMODE((sweep / "optuna.journal").stat().st_mode) == 0o664
+    assert len(load_trials(sweep)) == 1
     assert stat.S_IMODE((sweep / "summary.md").stat().st_mode) == 0o664  # as every other file
 
 
 def test_an_existing_optuna_db_is_left_as_it_is(tmp_path):
-    from trainlab.search.optuna_study import create_sqlite_file
+    from trainlab.search.storage import create_sqlite_file
 
     db = tmp_path / "optuna.db"
     db.write_bytes(b"the study")
@@ -379,7 +377,8 @@ def readme_search_space_examples() -> list[str]:
 def test_readmes_search_space_examples_compose_and_give_optuna_a_distribution(tmp_path):
     import optuna
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    from trainlab.search.space import distribution_of
 
     examples = readme_search_space_examples()
     assert examples, "README.md has no hydra.sweeper.params example any more"
@@ -396,7 +395,7 @@ def test_readmes_search_space_examples_compose_and_give_optuna_a_distribution(tm
             value = cfg.hydra.sweeper.params[name]
             assert value == given.strip("'\""), example  # the sweeper gets it as written
             override = OverridesParser.create().parse_override(f"{name}={value}")
-            distribution = create_optuna_distribution_from_override(override)
+            distribution = distribution_of(override)
             assert isinstance(distribution, optuna.distributions.BaseDistribution), example
 
 
@@ -441,7 +440,7 @@ def test_optuna_sweep_stopped_by_sigterm_fails_the_trial_in_flight_and_counts_th
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    (trial,) = optuna.load_study(study_name="train", storage=f"sqlite:///{sweep}/optuna.db").trials
+    (trial,) = load_trials(sweep)
     assert trial.state == optuna.trial.TrialState.FAIL
     assert trial.user_attrs["trainlab_status"] == "interrupted"
     table, text = summary_of(sweep)

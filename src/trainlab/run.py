@@ -51,6 +51,7 @@ from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
 from trainlab.objective import direction_or_default
 from trainlab.plan import Plan, make_plan
+from trainlab.pruning import Pruned, TrialPruning, trial_pruning
 from trainlab.record import group_choices, hparams_of, worst_objective, write_metrics
 from trainlab.rundir import read_record
 from trainlab.scale import compiled
@@ -61,10 +62,14 @@ log = logging.getLogger(__name__)
 
 
 def fit_and_test(
-    cfg: DictConfig, stop: StopOnSignal, announce: Callable[[dict[str, Any]], None]
+    cfg: DictConfig,
+    stop: StopOnSignal,
+    announce: Callable[[dict[str, Any]], None],
+    pruning: TrialPruning | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Build, plan, tune (if asked), fit, test; or, with train=false, validate and test a
     checkpoint. `announce(plan)` is called once the plan is known, before any training.
+    In an Optuna sweep `pruning` reports each epoch to the trial (Pruned: stopped there).
     Returns (metrics, what trained)."""
     L.seed_everything(cfg.seed, workers=True)
     if cfg.threads is not None:
@@ -119,6 +124,9 @@ def fit_and_test(
     trainer.callbacks.extend(
         [DivergenceGuard(), RngState(), stop, timer, ValidateFinalWeights(cfg.optimized_metric)]
     )
+    reporter = pruning.callback() if pruning is not None else None
+    if reporter is not None:
+        trainer.callbacks.append(reporter)
     # so runs compare by the knobs in TensorBoard's HParams, MLflow and W&B
     knobs = {**hparams_of(cfg, group_choices()), **plan_summary(plan)}
     trackers.log_hyperparams(trainer.loggers, knobs, cfg, module)
@@ -137,6 +145,8 @@ def fit_and_test(
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             metrics.update(trainer.callback_metrics)
             best = best_checkpoint(trainer)
+            if reporter is not None:
+                reporter.raise_if_pruned(metrics)  # a pruned trial is not tested
         else:
             best = (best_checkpoint_in(checkpoint) if finished else None) or ckpt
             for results in trainer.validate(
@@ -181,9 +191,13 @@ def plan_summary(plan) -> dict[str, Any]:
 
 
 def cross_validate(
-    cfg: DictConfig, stop: StopOnSignal, announce: Callable[[dict[str, Any]], None]
+    cfg: DictConfig,
+    stop: StopOnSignal,
+    announce: Callable[[dict[str, Any]], None],
+    pruning: TrialPruning | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """K fits, one per stratified fold of train+val, each from the same seed, in fold_<k>/.
+    In an Optuna sweep each fold's value is reported to the trial (Pruned: no more folds).
 
     Returns per-fold metrics (`fold<k>/<name>`) plus `cv/mean` and `cv/std` of the optimized
     metric; the test split is never used.
@@ -202,6 +216,8 @@ def cross_validate(
         values.append(float(fold_metrics[cfg.optimized_metric]))
         trained.append(fold_trained)
         metrics.update({f"fold{k}/{name}": v for name, v in fold_metrics.items()})
+        if pruning is not None:
+            pruning.after_fold(k, values[-1])
     metrics["cv/mean"] = statistics.fmean(values)
     metrics["cv/std"] = statistics.pstdev(values)
     log.info(
@@ -236,8 +252,9 @@ def train(cfg: DictConfig) -> float:
 
     `metrics.json` says `running` (with the plan) once training starts, and at the end
     `completed`, `diverged` (the loss became NaN/inf: an outcome, returned as the worst
-    objective), `interrupted` (SIGINT/SIGTERM: a checkpoint was saved, exit code 128 + signal)
-    or `failed` (raised: recorded, then raised again). A run killed with SIGKILL stays
+    objective), `pruned` (an Optuna sweep's pruner stopped the trial: an outcome too),
+    `interrupted` (SIGINT/SIGTERM: a checkpoint was saved, exit code 128 + signal) or
+    `failed` (raised: recorded, then raised again). A run killed with SIGKILL stays
     `running`; `python train.py resume=<run dir>` continues it.
     """
     started = time.perf_counter()
@@ -274,11 +291,14 @@ def train(cfg: DictConfig) -> float:
     try:
         with stop.installed():
             check_config(cfg, *overrides_and_groups())
+            pruning = trial_pruning(cfg.optimized_metric, cfg.max_epochs, cfg.cv.folds)
+            if pruning is not None:
+                known["optuna"] = pruning.recorded()
             if cfg.cv.folds:
-                metrics, trained = cross_validate(cfg, stop, announce)
+                metrics, trained = cross_validate(cfg, stop, announce, pruning)
                 objective_key = "cv/mean"
             else:
-                metrics, trained = fit_and_test(cfg, stop, announce)
+                metrics, trained = fit_and_test(cfg, stop, announce, pruning)
                 objective_key = cfg.optimized_metric
         if objective_key not in metrics:
             raise RuntimeError(
@@ -288,6 +308,9 @@ def train(cfg: DictConfig) -> float:
         objective = float(metrics[objective_key])
         if not math.isfinite(objective):
             raise Diverged(f"{objective_key} is {objective} at the end of training")
+    except Pruned as pruned:  # an outcome: the study's pruner stopped this trial
+        finish("pruned", None, pruned.metrics, pruned=pruned.record)
+        return pruned.record["value"]
     except Diverged as err:
         log.warning("%s: recorded as diverged", err)
         finish("diverged", worst_objective(direction), {}, error=str(err))

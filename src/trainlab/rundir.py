@@ -35,6 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from trainlab.ranks import is_other_rank, launched_as_several_processes, launched_on_several_nodes
+from trainlab.search.optuna_settings import is_our_sweeper
 
 METRICS_FILE = "metrics.json"
 PROBE_BYTES = 4096  # one block: a full disk refuses it
@@ -166,6 +167,27 @@ def _check_launcher(config: Any) -> None:
         _refuse(f"{err} Nothing was written.")
 
 
+def _check_sweeper(config: Any, study: bool = False, created: Path | None = None) -> None:
+    """The Optuna sweeper's settings (and with `study`, its storage and study), by its own
+    rule (trainlab.search.optuna_settings). A refusal removes `created`: the sweep dir that
+    the writable check made for this sweep, with the new study in it."""
+    from trainlab.checks import ConfigError
+    from trainlab.search.optuna_settings import check_study, check_sweeper
+
+    try:
+        check_study(config) if study else check_sweeper(config)
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            import traceback
+
+            traceback.print_exc()
+        if created is not None:
+            import shutil
+
+            shutil.rmtree(created, ignore_errors=True)
+        _refuse(f"{err} Nothing was written.")
+
+
 def _check_own_dir(given: str, knob: str) -> None:
     """A run or sweep directory of its own: not the working directory, the project root or a
     folder above them, where .hydra/, checkpoints/ and metrics.json would land among (and
@@ -201,13 +223,17 @@ class RunDirGuard(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         _check_launcher(config)  # first: a refusal must leave no sweep directory behind
+        _check_sweeper(config)
         if "WORLD_SIZE" in os.environ:  # a sweep under torchrun, not one the launcher spreads
             _check_one_dir_for_all_nodes(config, config.hydra.sweep, "hydra.sweep.dir")
         sweep_dir = Path(str(config.hydra.sweep.dir))
         _check_own_dir(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+        existed = os.path.lexists(sweep_dir)
         _check_writable(sweep_dir, "the sweep directory", "hydra.sweep.dir")
-        # the resumable Optuna sweeper numbers new jobs after the existing ones
-        resumable = "Resumable" in str(config.hydra.sweeper.get("_target_", ""))
+        if not is_other_rank():
+            _check_sweeper(config, study=True, created=None if existed else sweep_dir)
+        # the Optuna sweeper numbers new jobs after its study's trials (and checks the rest)
+        resumable = is_our_sweeper(config.hydra.get("sweeper"))
         if not is_other_rank() and not resumable:
             jobs = sorted(p.name for p in sweep_dir.glob("*") if holds_a_run(p))
             if jobs:

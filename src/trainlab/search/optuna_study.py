@@ -1,102 +1,92 @@
-"""The Optuna sweeper's ask-launch-tell loop, resumable, telling the study what each job
+"""The Optuna sweeper's loop: ask trials, launch them as jobs, tell the study what each job
 really did (hparams_search=optuna; the plugin is hydra_plugins.trainlab_sweepers).
 
-hydra-optuna-sweeper 1.3 tells the study every job's return value as COMPLETE. A diverged or
-failed job returns the worst objective (±1e9, trainlab.record.worst_objective) so that the
-sweep goes on, and TPE and `study.best_trial` would take that fake value for a result. Here
-each job's metrics.json decides: `completed` is told with its value; `diverged`, `failed`
-(also a job whose process died) and `interrupted` are told as TrialState.FAIL, with the
-status and error as the trial's user attributes (`trainlab_status`, `trainlab_error`).
-A sweep stopped by a signal tells its trials in flight the same way before it ends.
-A new SQLite study file gets the umask's mode, as every other file of the sweep does
-(`create_sqlite_file`), so that the group can continue the study.
-
-The rest follows the plugin (search space, fixed parameters, GridSampler, n_jobs trials per
-batch, max_failure_rate over jobs that raised, optimization_results.yaml), reusing its
-methods; its `sweep` is the function this one replaces.
+- `n_trials` is the study's total: a worker asks only while the study holds fewer trials
+  (finished or running), so the same command again on the same sweep dir tops the study
+  up, and N workers sharing it (on one machine or several) run `n_trials` in all. Counting
+  and asking happen under a lock file in the sweep dir, so that two workers never both ask
+  the last trial, and a batch gets consecutive trial numbers.
+- A job's number is its trial's number: job dirs never collide between workers, and the
+  numbers of a continued study follow the earlier ones.
+- Each job's metrics.json decides what is told: `completed` with its value, `pruned` as
+  TrialState.PRUNED (its last reported value stands), `diverged`, `failed` (also a job
+  whose process died) and `interrupted` as TrialState.FAIL, with the status and error as
+  the trial's user attributes (`trainlab_status`, `trainlab_error`). Never a fake value.
+- A trial left RUNNING by a worker on this machine that no longer runs (kill -9) is told
+  from its job's record when the next worker starts.
+- The sampler is seeded by `seed`; a worker that joins a study which already has trials
+  draws fresh random numbers (the same seed would replay the first suggestions).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from trainlab.search.records import read_record
+from trainlab.search.records import FINISHED, mark_dead, read_record
 from trainlab.search.stopping import SweepStopped
 
 log = logging.getLogger(__name__)
+TRIAL_ENV = "TRAINLAB_OPTUNA_TRIAL"  # set in each job (hydra.job.env_set): its trial number
+ASK_LOCK = "optuna.ask"  # <sweep dir>/optuna.ask.lock while a worker counts and asks
+LOCK_GRACE_S = 120  # a lock older than this was left by a dead worker: taken over
 
 
-def create_sqlite_file(storage: Any) -> None:
-    """For a `sqlite:///<path>` storage whose file does not exist yet: create it empty, with
-    the mode every other file of the sweep gets (0o666 & ~umask; SQLite would create it 0644,
-    whatever the umask, and the group could not continue the study). SQLite takes an empty
-    file for a new database."""
-    if not (isinstance(storage, str) and storage.startswith("sqlite:")):
-        return
-    from sqlalchemy.engine import make_url
-
-    database = make_url(storage).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    with contextlib.suppress(FileExistsError):  # another process created it first
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def load_existing(impl) -> None:
-    """Continue the study stored in the sweep directory, if there is one: job numbers after
-    its trials (no job directory reused), and fresh random draws (the seeded sampler would
-    replay its first suggestions)."""
-    import optuna
+@contextlib.contextmanager
+def ask_lock(sweep_dir: Path):
+    from optuna.storages.journal import JournalFileOpenLock
 
-    Path(impl.sweep_dir).mkdir(parents=True, exist_ok=True)  # SQLite needs its folder
-    if not (impl.storage and impl.study_name):
-        return
-    create_sqlite_file(impl.storage)
+    lock = JournalFileOpenLock(str(sweep_dir / ASK_LOCK), grace_period=LOCK_GRACE_S)
+    lock.acquire()
     try:
-        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-    except KeyError:  # no such study yet: a fresh sweep
-        return
-    impl.job_idx = len(study.trials)
-    impl.sampler.reseed_rng()
-    log.info("continuing study %r after its %d trials", impl.study_name, impl.job_idx)
+        yield
+    finally:
+        lock.release()
 
 
-def stopped_job(job_dir: Path) -> tuple[Any, None, dict[str, Any]]:
-    """A trial whose job gave nothing back because the sweep stopped: what its record says
-    (a job in the sweep process ended `interrupted`), or never ran."""
+def counted(study) -> int:
+    """Trials that count toward n_trials: finished (completed, pruned, failed) or running."""
     from optuna.trial import TrialState
 
-    record = read_record(job_dir) if job_dir.is_dir() else None
-    attrs = {"trainlab_status": (record or {}).get("status", "never ran")}
-    if job_dir.is_dir() and record is None:
-        attrs["trainlab_status"] = "interrupted"
-    if (record or {}).get("error"):
-        attrs["trainlab_error"] = str(record["error"])[:500]
-    return TrialState.FAIL, None, attrs
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
 
 
-def outcome(ret, n_objectives: int) -> tuple[Any, list[float] | None, dict[str, Any]]:
-    """(state, values, user attributes) to tell for one job's JobReturn."""
-    from hydra.core.utils import JobStatus
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def outcome_of(record: dict[str, Any] | None, n_objectives: int, value: Any = None):
+    """(state, values, user attributes) to tell for a job with this record (None: it wrote
+    none); `value` is what the job returned, when it returned."""
     from optuna.trial import TrialState
 
-    job_dir = OmegaConf.select(ret.hydra_cfg or OmegaConf.create(), "hydra.runtime.output_dir")
-    record = read_record(job_dir) or {}
+    record = record or {}
     status = record.get("status")
     attrs = {"trainlab_status": status or "no record"}
     if record.get("error"):
         attrs["trainlab_error"] = str(record["error"])[:500]
-    # every job of this template leaves a record: none means it never got to say how it ended
-    if ret.status != JobStatus.COMPLETED or status != "completed":
+    if status == "pruned":
+        return TrialState.PRUNED, None, attrs
+    if status != "completed":
         return TrialState.FAIL, None, attrs
-    value = ret.return_value
+    value = record.get("objective") if value is None else value
     try:
         values = [float(v) for v in (value if n_objectives > 1 else [value])]
     except (TypeError, ValueError):
@@ -108,106 +98,116 @@ def outcome(ret, n_objectives: int) -> tuple[Any, list[float] | None, dict[str, 
     return TrialState.COMPLETE, values, attrs
 
 
-def tell(study, trial, ret, n_objectives: int, job_dir: Path | None = None) -> bool:
-    """Tell one trial; returns whether it counts as a failure (a job that raised). Without a
-    JobReturn (the sweep stopped), `job_dir` is where the job would have written."""
-    from hydra.core.utils import JobStatus
+def tell(study, trial, state, values, attrs: dict[str, Any]) -> None:
     from optuna.trial import TrialState
 
-    if ret is None:
-        state, values, attrs = stopped_job(job_dir)
-    else:
-        state, values, attrs = outcome(ret, n_objectives)
     for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
     try:
-        study.tell(trial, values, state=state)
+        study.tell(trial.number, values, state=state)
     except RuntimeError as err:  # GridSampler stops the study from its after_trial hook
         if "Study.stop" not in str(err):
             raise
     if state == TrialState.FAIL:
         log.warning("trial %d: %s, told to the study as failed", trial.number, attrs)
+
+
+def tell_job(study, trial, ret, job_dir: Path, n_objectives: int) -> bool:
+    """Tell one trial from its job; True when the job raised (counts toward
+    max_failure_rate). Without a JobReturn (the sweep stopped), its record decides."""
+    from hydra.core.utils import JobStatus
+
+    if ret is not None:
+        found = OmegaConf.select(ret.hydra_cfg or OmegaConf.create(), "hydra.runtime.output_dir")
+        job_dir = Path(found) if found else job_dir
+    record = read_record(job_dir) if job_dir.is_dir() else None
+    if ret is None and job_dir.is_dir() and record is None:
+        record = {"status": "interrupted"}
+    elif ret is None and record is None:
+        record = {"status": "never ran"}
+    elif ret is not None and ret.status != JobStatus.COMPLETED:
+        record = {**(record or {}), "status": (record or {}).get("status", "failed")}
+        if record["status"] == "completed":
+            record["status"] = "failed"
+    value = ret.return_value if ret is not None and ret.status == JobStatus.COMPLETED else None
+    tell(study, trial, *outcome_of(record, n_objectives, value))
     return ret is not None and ret.status == JobStatus.FAILED
 
 
-def run_study(impl, arguments: list[str]) -> None:
-    """OptunaSweeperImpl.sweep, telling the study each job's real outcome (module text)."""
-    import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    load_existing(impl)
-    impl._process_searchspace_config()
-    params_conf = impl._parse_sweeper_params_config() + list(arguments)
-    grid = (
-        isinstance(impl.sampler, functools.partial)
-        and impl.sampler.func == optuna.samplers.GridSampler
-    )
-    distributions, fixed_params = create_params_from_overrides(params_conf)
-    search_space = dict(impl.search_space_distributions or {})
-    search_space.update(distributions)
-    if grid:
-        choices = {name: impl._to_grid_sampler_choices(d) for name, d in search_space.items()}
-        impl.sampler = impl.sampler(choices)
-        size = functools.reduce(lambda n, c: n * len(c), choices.values(), 1)
-        impl.n_trials = min(impl.n_trials, size)
-    for name in fixed_params:
-        search_space.pop(name, None)
-    directions = impl._get_directions()
-    study = optuna.create_study(
-        study_name=impl.study_name,
-        storage=impl.storage,
-        sampler=impl.sampler,
-        directions=directions,
-        load_if_exists=True,
-    )
-    OmegaConf.save(impl.config, Path(impl.sweep_dir) / "multirun.yaml")  # for the report
-    log.info(
-        "study %s in %s, sampler %s", study.study_name, impl.storage, type(impl.sampler).__name__
-    )
-
-    to_go = impl.n_trials
-    while to_go > 0:
-        trials = [study.ask() for _ in range(min(to_go, impl.n_jobs))]
-        overrides = impl._configure_trials(trials, search_space, fixed_params)
-        try:
-            returns = list(impl.launcher.launch(overrides, initial_job_idx=impl.job_idx))
-        except BaseException as stop:  # a signal (SweepStopped, or a job's SystemExit)
-            given = stop.returns if isinstance(stop, SweepStopped) else []
-            for i, trial in enumerate(trials):
-                ret = given[i] if i < len(given) else None
-                # the job's directory with the default hydra.sweep.subdir (its number)
-                job_dir = Path(impl.sweep_dir) / str(impl.job_idx + i)
-                tell(study, trial, ret, len(directions), job_dir)
-            raise
-        impl.job_idx += len(returns)
-        failures = sum(
-            tell(study, t, r, len(directions)) for t, r in zip(trials, returns, strict=True)
-        )
-        if failures / len(returns) > impl.max_failure_rate:
-            log.error(
-                "%d of %d jobs raised, more than max_failure_rate=%s",
-                failures,
-                len(returns),
-                impl.max_failure_rate,
-            )
-            for ret in returns:
-                _ = ret.return_value  # raises the job's own error
-        to_go -= len(trials)
-    write_results(impl, study, directions)
-
-
-def write_results(impl, study, directions: list[str]) -> None:
-    """optimization_results.yaml, as the plugin writes it; best of the completed trials."""
+def settle_dead_workers(study, sweep_dir: Path, n_objectives: int) -> None:
+    """Trials left RUNNING by a worker process of this machine that is gone: told from what
+    their job recorded (a job that never finished is marked failed with the cause)."""
     from optuna.trial import TrialState
 
-    results: dict[str, Any] = {"name": "optuna"}
-    if len(directions) > 1:
-        results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
-    elif any(t.state == TrialState.COMPLETE for t in study.trials):
-        best = study.best_trial
-        results.update(best_params=best.params, best_value=best.value)
-        log.info("best parameters: %s, value %s", best.params, best.value)
-    else:
-        results.update(best_params=None, best_value=None)
-        log.warning("no trial of the study completed: no best parameters")
-    OmegaConf.save(OmegaConf.create(results), Path(impl.sweep_dir) / "optimization_results.yaml")
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get("trainlab_worker", ""))
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        job_dir = sweep_dir / str(trial.number)
+        record = read_record(job_dir)
+        if job_dir.is_dir() and (record or {}).get("status") not in FINISHED + ("pruned",):
+            cause = f"the sweep worker that ran it ({owner}) ended before the job did"
+            record = mark_dead(job_dir, cause, -9)
+        log.warning("trial %d was left running by %s, which is gone: told now", trial.number, owner)
+        tell(study, trial, *outcome_of(record or {"status": "never ran"}, n_objectives))
+
+
+def foreign_jobs(sweep_dir: Path, study) -> list[str]:
+    """Job dirs in the sweep dir that no trial of the study accounts for (another sweep's):
+    a trial numbered like one of them would write over it."""
+    from trainlab.rundir import holds_a_run
+
+    numbers = {t.number for t in study.get_trials(deepcopy=False)}
+    found = [
+        p.name
+        for p in sweep_dir.glob("[0-9]*")
+        if p.name.isdigit() and int(p.name) not in numbers and holds_a_run(p)
+    ]
+    return sorted(found, key=int)
+
+
+def trial_overrides(space, trial) -> list[str]:
+    return [*space.overrides(trial.params), f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
+
+
+def ask_batch(study, space, size: int, n_trials: int, first: bool) -> list[Any]:
+    """Up to `size` new trials, no more than the study lacks of n_trials (see module text)."""
+    missing = n_trials - counted(study)
+    if missing <= 0:
+        return []
+    if first and len(study.trials) > 0 and hasattr(study.sampler, "reseed_rng"):
+        study.sampler.reseed_rng()  # joining a study: fresh draws, not the seed's replay
+    trials = []
+    for _ in range(min(size, missing)):
+        trial = study.ask(space.distributions)
+        study._storage.set_trial_user_attr(trial._trial_id, "trainlab_worker", worker_id())
+        trials.append(trial)
+    return trials
+
+
+def launch_batch(sweeper, study, trials: list[Any], space, sweep_dir: Path) -> int:
+    """Launch the trials' jobs and tell their outcomes; returns how many jobs raised."""
+    n_objectives = len(study.directions)
+    overrides = [trial_overrides(space, t) for t in trials]
+    numbers = [t.number for t in trials]
+    consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    if consecutive:
+        batches = [(overrides, numbers[0])]
+    else:  # another process asked in between: one launch per trial keeps the numbers
+        batches = [([o], n) for o, n in zip(overrides, numbers, strict=True)]
+    returns: list[Any] = []
+    try:
+        for batch, first in batches:
+            returns.extend(sweeper.launcher.launch(batch, initial_job_idx=first))
+    except BaseException as stop:  # a signal (SweepStopped, or a job's SystemExit)
+        given = returns + (list(stop.returns) if isinstance(stop, SweepStopped) else [])
+        for i, trial in enumerate(trials):
+            ret = given[i] if i < len(given) else None
+            tell_job(study, trial, ret, sweep_dir / str(trial.number), n_objectives)
+        raise
+    return sum(
+        tell_job(study, t, r, sweep_dir / str(t.number), n_objectives)
+        for t, r in zip(trials, returns, strict=True)
+    )

@@ -1,0 +1,166 @@
+"""One worker of an Optuna sweep, top to bottom: read the settings, open (or continue) the
+study, ask-launch-tell until the study holds n_trials, write the results.
+
+Several workers may run this at once on one sweep dir (the same command on several machines,
+or several SLURM jobs): see trainlab.search.optuna_study for how they share the study.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainlab.checks import ConfigError
+from trainlab.record import write_text_atomic
+from trainlab.search.optuna_settings import SweepSettings, build_sampler, settings_of
+from trainlab.search.optuna_study import (
+    ask_batch,
+    ask_lock,
+    counted,
+    foreign_jobs,
+    launch_batch,
+    settle_dead_workers,
+)
+from trainlab.search.space import parse_space
+from trainlab.search.storage import OLD_STUDY, open_storage, storage_spec, write_study_file
+
+log = logging.getLogger(__name__)
+
+
+def launcher_parallelism(config: DictConfig, n_trials: int) -> int:
+    """How many trials to launch at once when hydra.sweeper.n_jobs is not given: as many as
+    the launcher runs at once (`hydra/launcher=joblib hydra.launcher.n_jobs=K`), else 1."""
+    from trainlab.search.joblib_settings import LAUNCHER, parallel_jobs
+
+    launcher = config.hydra.get("launcher") or {}
+    target = str(launcher.get("_target_", ""))
+    if target.endswith(LAUNCHER):
+        settings = OmegaConf.to_container(launcher, resolve=True)
+        settings.pop("_target_", None)
+        return parallel_jobs(settings, n_trials)
+    for key in ("n_jobs", "array_parallelism"):  # joblib's and submitit's own
+        value = launcher.get(key)
+        if isinstance(value, int) and value > 0:
+            return min(value, n_trials)
+    return 1
+
+
+def _check_old_study(sweep_dir: Path, storage: Any) -> None:
+    old = sweep_dir / OLD_STUDY
+    if storage is None and old.exists() and not (sweep_dir / "optuna.journal").exists():
+        url = f"sqlite:///{old.resolve()}"
+        raise ConfigError(
+            f"{sweep_dir} holds a study of the old Optuna sweeper ({OLD_STUDY}, optuna 2.10), "
+            "and this sweeper keeps its studies in optuna.journal. To continue the old study "
+            f"upgrade it once with  optuna storage upgrade --storage {url}  and add "
+            f"hydra.sweeper.storage={url} to the command; or give a new hydra.sweep.dir."
+        )
+
+
+def open_study(settings: SweepSettings, sweep_dir: Path, sampler: Any):
+    """The study, created or continued; ConfigError when it cannot be continued as asked.
+    RunDirGuard calls it first (without a sampler), before the sweep writes anything."""
+    import optuna
+
+    spec = storage_spec(settings.storage, sweep_dir)
+    _check_old_study(sweep_dir, settings.storage)
+    study = optuna.create_study(
+        study_name=settings.study_name,
+        storage=open_storage(spec),
+        sampler=sampler,
+        directions=settings.directions,
+        load_if_exists=True,
+    )
+    found = [d.name.lower() for d in study.directions]
+    if found != settings.directions:
+        raise ConfigError(
+            f"the study {settings.study_name!r} in {spec} was made to {', '.join(found)}, and "
+            f"this sweep would {', '.join(settings.directions)}: give a new hydra.sweep.dir "
+            "(or hydra.sweeper.study_name) for the other direction."
+        )
+    foreign = foreign_jobs(sweep_dir, study)
+    if foreign:
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} holds jobs that are no trials of the study "
+            f"{settings.study_name!r} ({', '.join(foreign[:5])}): its trials would write over "
+            "them. Give a new hydra.sweep.dir."
+        )
+    return study, spec
+
+
+def run_study(sweeper: Any, arguments: list[str]) -> None:
+    """The worker's whole run (module text); ConfigError for a setting that cannot work."""
+    import optuna
+
+    optuna.logging.disable_default_handler()  # through Hydra's log (console, multirun.log)
+    optuna.logging.enable_propagation()
+    config = sweeper.config
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings_of(sweeper.settings)
+    space = parse_space(settings.params, arguments)
+    grid = space.grid() if settings.sampler == "grid" else None
+    n_trials = min(settings.n_trials, space.size() or 1) if grid is not None else settings.n_trials
+    study, spec = open_study(settings, sweep_dir, build_sampler(settings, grid))
+    write_study_file(
+        sweep_dir,
+        storage=spec,
+        study_name=study.study_name,
+        directions=settings.directions,
+        sampler=str(settings.sampler),
+        pruner=str(settings.pruner),
+        n_trials=n_trials,
+    )
+    write_text_atomic(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(config))  # for the report
+    log.info(
+        "Optuna study %r, %d of %d trials so far, sampler %s, pruner %s; storage: %s  "
+        "(watch it with: optuna-dashboard %s)",
+        study.study_name,
+        counted(study),
+        n_trials,
+        settings.sampler,
+        settings.pruner,
+        spec,
+        spec,
+    )
+    batch_size = settings.n_jobs or launcher_parallelism(config, n_trials)
+    n_objectives = len(settings.directions)
+    with ask_lock(sweep_dir):
+        settle_dead_workers(study, sweep_dir, n_objectives)
+    first = True
+    while True:
+        with ask_lock(sweep_dir):
+            trials = ask_batch(study, space, batch_size, n_trials, first)
+        first = False
+        if not trials:
+            break
+        failures = launch_batch(sweeper, study, trials, space, sweep_dir)
+        if failures / len(trials) > settings.max_failure_rate:
+            raise RuntimeError(
+                f"{failures} of {len(trials)} jobs raised, more than "
+                f"hydra.sweeper.max_failure_rate={settings.max_failure_rate}"
+            )
+    write_results(sweep_dir, study)
+
+
+def write_results(sweep_dir: Path, study) -> None:
+    """optimization_results.yaml, as hydra-optuna-sweeper wrote it: the best completed trial
+    (the Pareto front with several objectives)."""
+    from optuna.trial import TrialState
+
+    results: dict[str, Any] = {"name": "optuna"}
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) > 1:
+        results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
+    elif completed:
+        best = study.best_trial
+        results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
+        log.info("best trial %d: %s, value %s", best.number, best.params, best.value)
+    else:
+        results.update(best_params=None, best_value=None)
+        log.warning("no trial of the study completed: no best parameters")
+    text = OmegaConf.to_yaml(OmegaConf.create(results))
+    write_text_atomic(sweep_dir / "optimization_results.yaml", text)
