@@ -10,7 +10,8 @@ matplotlib are imported only when a report is written, so that single runs do no
 
 - `jobs`: reading each job's directory (overrides, record) into one row
 - `summary`: the table, best first, and `write_report`, which writes every file
-- `plots`: the PNG plots
+- `plots`: the PNG plots; `optuna_view`: those of an Optuna study (history, importances)
+- `pruned`: how far a trial the pruner stopped got (an outcome, ranked after the completed)
 - `callback`: the Hydra callback; `cli`: the command
 """
 

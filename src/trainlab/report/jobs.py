@@ -14,18 +14,22 @@ from typing import Any
 
 import yaml
 
-# how rows are ordered below the completed ones (which go by objective)
+from trainlab.report import pruned as pruning
+
+# how rows are ordered below the completed ones (which go by objective); pruned trials come
+# next, in job order: a partial result is not ranked against final ones
 STATUS_ORDER = {
     "completed": 0,
-    "diverged": 1,
-    "failed": 2,
-    "interrupted": 3,
-    "running": 4,
-    "unfinished": 5,
-    "unreadable": 6,
-    "never ran": 7,
+    "pruned": 1,
+    "diverged": 2,
+    "failed": 3,
+    "interrupted": 4,
+    "running": 5,
+    "unfinished": 6,
+    "unreadable": 7,
+    "never ran": 8,
 }
-RECORDED = ("running", "completed", "diverged", "failed", "interrupted")
+RECORDED = ("running", "completed", "pruned", "diverged", "failed", "interrupted")
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 RECORD = "metrics.json"
 
@@ -152,6 +156,8 @@ def read_job(job: Path, jobs_ended: bool = False) -> dict[str, Any]:
         return {**row, "unreadable": "; ".join(problems) or None}
     metrics = mapping(record, "metrics", problems)
     trained = mapping(record, "trained", problems)
+    trial = mapping(record, "optuna", problems).get("trial")
+    pruned = mapping(record, "pruned", problems) if record["status"] == "pruned" else None
     row.update(mapping(record, "hparams", problems))  # typed as the run saw them
     folds = trained.get("folds")
     first = folds[0] if isinstance(folds, list) and folds else None
@@ -171,6 +177,16 @@ def read_job(job: Path, jobs_ended: bool = False) -> dict[str, Any]:
         error=error,
         unreadable="; ".join(problems) or None,
     )
+    if trial is not None:
+        row["trial"] = trial  # the Optuna trial number, as optuna-dashboard shows it
+    if pruned is not None:
+        row.update(
+            objective=None,  # no final value: the pruner stopped it
+            reached=pruning.reached(pruned),
+            reached_value=pruning.value_then(pruned),
+            pruned_metric=pruned.get("metric"),
+        )
+        return row  # its metrics are partial: no cv mean or test result beside final ones
     if "cv/mean" in metrics:
         row["cv_mean"], row["cv_std"] = number(metrics["cv/mean"]), number(metrics.get("cv/std"))
     row.update({name: number(v) for name, v in metrics.items() if name.startswith("test/")})

@@ -1,4 +1,8 @@
-"""The report's PNG plots: objective by lr, the lr x batch size grid, validation curves."""
+"""The report's PNG plots: objective by lr, the lr x batch size grid, validation curves.
+
+Only completed jobs give a point or a cell value: a pruned job's value is partial, a diverged
+or failed one's a placeholder. The Optuna view of a search is in `optuna_view`.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def swept_keys(df) -> list[str]:
     return keys
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -78,12 +82,13 @@ def plot_objective_vs_lr(df, sweep_dir: Path, metric: str) -> Path | None:
     ax.set_title(f"{label(metric).capitalize()} by learning rate")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, sweep_dir / "objective_vs_lr.png")
+    return save_png(fig, sweep_dir / "objective_vs_lr.png")
 
 
 def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> Path | None:
     """lr x batch size grid of the best objective per cell, for grid sweeps (an Optuna search
-    samples lr continuously: no grid to draw). Grey cells: only diverged or failed jobs."""
+    samples lr continuously: no grid to draw). Grey cells: no completed job; they name the
+    statuses of the jobs there (diverged, failed, pruned, ...)."""
     import matplotlib
     import matplotlib.pyplot as plt
     import numpy as np
@@ -94,7 +99,9 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
     if not 2 <= df["lr"].nunique() <= MAX_GRID or not 2 <= df["batch_size"].nunique() <= MAX_GRID:
         return None
     started = df[df["status"] != "never ran"]
-    ran = {(b, lr) for b, lr in zip(started["batch_size"], started["lr"], strict=True)}
+    ran: dict[tuple, set[str]] = {}  # cell -> the statuses of the jobs that ran there
+    for b, lr, status in zip(started["batch_size"], started["lr"], started["status"], strict=True):
+        ran.setdefault((b, lr), set()).add(str(status))
     done = df[df["status"] == "completed"]
     table = done.pivot_table(
         index="batch_size",
@@ -106,8 +113,8 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
         index=sorted(df["batch_size"].unique()), columns=sorted(df["lr"].unique())
     )
     fig, ax = plt.subplots(figsize=(1.2 * len(table.columns) + 2.5, 0.8 * len(table.index) + 2))
-    cmap = matplotlib.colormaps["viridis" if direction == "maximize" else "viridis_r"].copy()
-    cmap.set_bad("lightgrey")
+    cmap = matplotlib.colormaps["viridis" if direction == "maximize" else "viridis_r"]
+    cmap = cmap.with_extremes(bad="lightgrey")
     image = ax.imshow(np.ma.masked_invalid(table.to_numpy(dtype=float)), cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(table.columns)), [f"{v:g}" for v in table.columns])
     ax.set_yticks(range(len(table.index)), [str(v) for v in table.index])
@@ -115,8 +122,8 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
     ax.set_ylabel("batch size")
     for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
         if np.isnan(value):
-            ran_here = (table.index[i], table.columns[j]) in ran
-            text = "diverged/\nfailed" if ran_here else "not run"
+            here = ran.get((table.index[i], table.columns[j]))
+            text = "/\n".join(sorted(here)) if here else "not run"
         else:
             text = f"{value:.3f}"
         ax.text(
@@ -134,7 +141,7 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
         f"{label(metric).capitalize()}: learning rate x batch size\n"
         "(best over the other swept settings)"
     )
-    return _save(fig, sweep_dir / "heatmap_lr_batch_size.png")
+    return save_png(fig, sweep_dir / "heatmap_lr_batch_size.png")
 
 
 def plot_val_curves(df, sweep_dir: Path, unreadable: list[tuple[str, str]]) -> Path | None:
@@ -182,4 +189,4 @@ def plot_val_curves(df, sweep_dir: Path, unreadable: list[tuple[str, str]]) -> P
         ax.set_title(f"{label(metric).capitalize()} per epoch, best {len(curves)} jobs")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, sweep_dir / "val_curves.png")
+    return save_png(fig, sweep_dir / "val_curves.png")

@@ -2,6 +2,7 @@
 the end, so that a SLURM log or a terminal tells how the sweep goes without opening a file.
 
     job 3/6 lr=0.003 seed=1: completed, val/acc_best 0.9815 (best so far 0.9852, job 1)
+    job 4/6 lr=0.1 seed=1: pruned at epoch 4 (val/acc 0.91) (best so far 0.9852, job 1)
 
 Everything is read from the jobs' records, so it works in the sweep process and in a job's
 own process (hydra/launcher=joblib) alike.
@@ -14,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trainlab.report import pruned
 from trainlab.report.jobs import job_dirs, read_record
 from trainlab.search.plan import saved_plan
 
@@ -52,6 +54,9 @@ def job_line(sweep_dir: Path, job_dir: Path, overrides: list[str]) -> str:
     total = planned_jobs(sweep_dir)
     record, problem = read_record(job_dir)
     status = (record or {}).get("status") or (f"unreadable ({problem})" if problem else "no record")
+    if status == "pruned":  # how far it got, not a failure
+        found = record.get("pruned")
+        status = pruned.describe(found if isinstance(found, dict) else {})
     line = f"job {job_dir.name}{f'/{total}' if total else ''} {' '.join(overrides)}: {status}"
     value = _objective(record)
     if value is not None:

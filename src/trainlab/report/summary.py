@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 from trainlab.report.files import write_atomic
 from trainlab.report.jobs import STATUS_ORDER, job_dirs, overrides_row, read_job, read_overrides
+from trainlab.report.optuna_view import optuna_plots
 from trainlab.report.plots import (
     label,
     plot_lr_batch_heatmap,
@@ -21,8 +23,9 @@ NOT_DRAWN = "(a trial the search did not draw)"
 
 
 def summarize(sweep_dir: Path, plan: SweepPlan | None = None, jobs_ended: bool = False):
-    """All jobs as a DataFrame, best first: completed by objective, then the rest by status,
-    the planned jobs that never ran last. `jobs_ended`: see read_job."""
+    """All jobs as a DataFrame, best first: completed by objective, then the rest by status
+    (pruned trials first, in job order: they have no final value to rank by), the planned
+    jobs that never ran last. `jobs_ended`: see read_job."""
     import pandas as pd
 
     jobs = job_dirs(sweep_dir)
@@ -38,6 +41,9 @@ def summarize(sweep_dir: Path, plan: SweepPlan | None = None, jobs_ended: bool =
     for column in ("objective", "direction", "optimized_metric", "error", "unreadable"):
         if column not in df:
             df[column] = None
+    if "trial" in df:  # whole numbers, also beside the jobs that have none (never ran)
+        with contextlib.suppress(TypeError, ValueError):  # not numbers: left as they are
+            df["trial"] = df["trial"].astype("Int64")
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
     completed = df["status"] == "completed"
     sign = -1.0 if direction == "maximize" else 1.0
@@ -84,6 +90,8 @@ def write_report(
         plot_lr_batch_heatmap(df, sweep_dir, metric, direction),
         plot_val_curves(started, sweep_dir, found),
     ]
+    searched, not_drawn, study = optuna_plots(sweep_dir, metric)
+    plots += searched
     for job, why in found:
         at = df["job"] == job
         df.loc[at, "unreadable"] = "; ".join(
@@ -91,7 +99,8 @@ def write_report(
         )
     unreadable = [(r["job"], r["unreadable"]) for _, r in df[df["unreadable"].notna()].iterrows()]
 
-    columns = ["best", "job", "overrides", "status", "objective"]
+    columns = ["best", "job", "trial", "overrides", "status", "objective", "reached"]
+    columns += ["reached_value"] if "reached_value" in df else []
     columns += [c for c in ("cv_mean", "cv_std") if c in df]
     columns += sorted(c for c in df if c.startswith("test/"))
     columns += [c for c in ("epochs", "duration_s") if c in df]
@@ -108,6 +117,15 @@ def write_report(
         f"- objective: {metric} ({label(metric)}), {direction}d",
         "- jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUS_ORDER if counts.get(s)),
     ]
+    if counts.get("pruned"):
+        pruned_metric = df["pruned_metric"].dropna()
+        then = pruned_metric.iloc[0] if len(pruned_metric) else "the pruned metric"
+        lines.append(
+            f"- pruned: stopped early by the pruner, an outcome, not a failure; `reached` is "
+            f"how far they trained and `reached_value` their {then} then (not ranked)"
+        )
+    if study:
+        lines.append(f"- {study}" + "".join(f"; {why}" for why in not_drawn))
     if ended_early:
         lines.append(
             f"- **the sweep ended early** ({ended_early}): the jobs it was running are "
@@ -120,11 +138,12 @@ def write_report(
         )
     if unreadable:
         lines.append(f"- unreadable: {len(unreadable)} job files (listed below)")
-    shown = table.drop(columns=["error", "unreadable"]).astype({"objective": object})
+    shown = table.drop(columns=["error", "unreadable"]).astype(object)
+    shown = shown.where(shown.notna(), None)  # an empty cell, not "nan", where nothing is known
     # a diverged or failed job's objective is a placeholder for sweepers, not a result
     shown.loc[shown["status"] != "completed", "objective"] = None
     lines += ["", shown.to_markdown(index=False, floatfmt=".4g"), ""]
-    failed = df[df["error"].notna()]
+    failed = df[df["error"].notna() & (df["status"] != "pruned")]
     if len(failed):
         lines += ["## Jobs that did not complete", ""]
         lines += [f"- job {r['job']} ({r['status']}): {r['error']}" for _, r in failed.iterrows()]
