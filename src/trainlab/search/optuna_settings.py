@@ -102,7 +102,14 @@ def _choice(name: str, value: Any, known: dict[str, str]) -> Any:
         return value.lower()
     if value is None and name == "pruner":
         return "none"
-    return value  # an object built from a `_target_` mapping
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict) and "_target_" not in value or isinstance(value, list | int | float):
+        raise ConfigError(
+            f"hydra.sweeper.{name}={value!r}: give one of {', '.join(known)}, or a mapping "
+            f"with the _target_ of an optuna {name} class and its arguments."
+        )
+    return value  # a `_target_` mapping (built by `_instantiate`), or an object Hydra built
 
 
 def settings_of(given: dict[str, Any]) -> SweepSettings:
@@ -193,11 +200,24 @@ def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
     return isinstance(value, allowed)
 
 
+def _instantiate(value: Any, name: str) -> Any:
+    """A sampler or pruner given as a `_target_` mapping (e.g. optuna.pruners.ThresholdPruner
+    with its arguments), built; an object already built is returned as it is."""
+    if not isinstance(value, dict):
+        return value
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(value)
+    except Exception as err:
+        raise ConfigError(f"hydra.sweeper.{name}={value} cannot be built: {err}") from err
+
+
 def build_sampler(settings: SweepSettings, grid: dict[str, list[Any]] | None = None) -> Any:
     import optuna
 
     if not isinstance(settings.sampler, str):
-        return settings.sampler
+        return _instantiate(settings.sampler, "sampler")
     cls = getattr(optuna.samplers, SAMPLERS[settings.sampler])
     fixed: dict[str, Any] = {"seed": settings.seed, **SAMPLER_DEFAULTS.get(settings.sampler, {})}
     if settings.sampler == "grid":
@@ -226,7 +246,7 @@ def build_pruner(settings: SweepSettings, max_epochs: int | None, cv_folds: int)
     import optuna
 
     if not isinstance(settings.pruner, str):
-        return settings.pruner
+        return _instantiate(settings.pruner, "pruner")
     cls = getattr(optuna.pruners, PRUNERS[settings.pruner])
     fixed = pruner_defaults(settings.pruner, max_epochs, cv_folds)
     return _build(cls, "pruner", settings.pruner_options, fixed)

@@ -155,11 +155,11 @@ def settle_dead_workers(study, sweep_dir: Path, n_objectives: int) -> None:
 
 
 def foreign_jobs(sweep_dir: Path, study) -> list[str]:
-    """Job dirs in the sweep dir that no trial of the study accounts for (another sweep's):
-    a trial numbered like one of them would write over it."""
+    """Job dirs in the sweep dir that no trial of the study (None: no study yet) accounts
+    for, another sweep's: a trial numbered like one of them would write over it."""
     from trainlab.rundir import holds_a_run
 
-    numbers = {t.number for t in study.get_trials(deepcopy=False)}
+    numbers = {t.number for t in study.get_trials(deepcopy=False)} if study else set()
     found = [
         p.name
         for p in sweep_dir.glob("[0-9]*")

@@ -25,7 +25,13 @@ from trainlab.search.optuna_study import (
     settle_dead_workers,
 )
 from trainlab.search.space import parse_space
-from trainlab.search.storage import OLD_STUDY, open_storage, storage_spec, write_study_file
+from trainlab.search.storage import (
+    OLD_STUDY,
+    is_journal,
+    open_storage,
+    storage_spec,
+    write_study_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,33 +68,51 @@ def _check_old_study(sweep_dir: Path, storage: Any) -> None:
 
 def open_study(settings: SweepSettings, sweep_dir: Path, sampler: Any):
     """The study, created or continued; ConfigError when it cannot be continued as asked.
-    RunDirGuard calls it first (without a sampler), before the sweep writes anything."""
+    RunDirGuard calls it first (without a sampler), before the sweep writes anything: what
+    is refused leaves no new file behind."""
     import optuna
 
     spec = storage_spec(settings.storage, sweep_dir)
     _check_old_study(sweep_dir, settings.storage)
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=open_storage(spec),
-        sampler=sampler,
-        directions=settings.directions,
-        load_if_exists=True,
-    )
-    found = [d.name.lower() for d in study.directions]
-    if found != settings.directions:
-        raise ConfigError(
-            f"the study {settings.study_name!r} in {spec} was made to {', '.join(found)}, and "
-            f"this sweep would {', '.join(settings.directions)}: give a new hydra.sweep.dir "
-            "(or hydra.sweeper.study_name) for the other direction."
-        )
-    foreign = foreign_jobs(sweep_dir, study)
+    new_journal = is_journal(spec) and not Path(spec).exists()
+    storage = None if new_journal else open_storage(spec)
+    existing = None
+    if storage is not None:
+        try:
+            existing = optuna.load_study(study_name=settings.study_name, storage=storage)
+        except KeyError:  # no such study yet
+            existing = None
+    foreign = foreign_jobs(sweep_dir, existing)
     if foreign:
         raise ConfigError(
             f"hydra.sweep.dir={sweep_dir} holds jobs that are no trials of the study "
             f"{settings.study_name!r} ({', '.join(foreign[:5])}): its trials would write over "
             "them. Give a new hydra.sweep.dir."
         )
+    found = [d.name.lower() for d in existing.directions] if existing else settings.directions
+    if found != settings.directions:
+        raise ConfigError(
+            f"the study {settings.study_name!r} in {spec} was made to {', '.join(found)}, and "
+            f"this sweep would {', '.join(settings.directions)}: give a new hydra.sweep.dir "
+            "(or hydra.sweeper.study_name) for the other direction."
+        )
+    study = optuna.create_study(
+        study_name=settings.study_name,
+        storage=storage or open_storage(spec),
+        sampler=sampler,
+        directions=settings.directions,
+        load_if_exists=True,
+    )
     return study, spec
+
+
+def _named(choice: Any) -> str:
+    """A sampler's or pruner's name as given, or its class's for one given by `_target_`."""
+    if isinstance(choice, str):
+        return choice
+    if isinstance(choice, dict):
+        return str(choice.get("_target_", choice)).rsplit(".", 1)[-1]
+    return type(choice).__name__
 
 
 def run_study(sweeper: Any, arguments: list[str]) -> None:
@@ -110,8 +134,8 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         storage=spec,
         study_name=study.study_name,
         directions=settings.directions,
-        sampler=str(settings.sampler),
-        pruner=str(settings.pruner),
+        sampler=_named(settings.sampler),
+        pruner=_named(settings.pruner),
         n_trials=n_trials,
     )
     write_text_atomic(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(config))  # for the report
@@ -121,8 +145,8 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         study.study_name,
         counted(study),
         n_trials,
-        settings.sampler,
-        settings.pruner,
+        _named(settings.sampler),
+        _named(settings.pruner),
         spec,
         spec,
     )
