@@ -351,3 +351,33 @@ def test_a_ddp_run_resumes_on_both_ranks(tmp_path):
     assert record["status"] == "completed" and record["plan"]["world_size"] == 2
     assert record["trained"]["epochs"] == 2
     assert record["trained"]["resumed_from"]["epoch"] >= 1
+
+
+@pytest.mark.slow
+def test_ddp_ranks_take_the_pruners_decision_together(tmp_path):
+    """Rank 0 asks the pruner and broadcasts: rank 1 stops at the same epoch boundary (one
+    that trained on would wait in its next all-reduce until the test's timeout)."""
+    from optuna.trial import TrialState
+
+    from trainlab.search.storage import load_sweep_study
+
+    sweep = tmp_path / "sweep"
+    result = run_train(
+        tmp_path,
+        "-m",
+        "trainer=ddp_cpu",
+        "max_epochs=4",
+        "trainer.limit_train_batches=3",
+        "logger=none",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.99}",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = load_sweep_study(sweep).trials
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+    record = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert record["status"] == "pruned" and record["pruned"]["epoch"] == 1
+    assert record["plan"]["world_size"] == 2
+    assert (sweep / "0" / RANK_1_LOG).exists()

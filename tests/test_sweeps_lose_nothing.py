@@ -164,8 +164,8 @@ def test_never_ran_follows_the_grid_and_the_search():
     grid = SweepPlan(grid=[["lr=0.1"], ["lr=0.01"], ["lr=0.001"]])
     # job 0 started; job 1's overrides cannot be read but its directory exists
     assert grid.never_ran({"0": ["lr=0.1"], "1": None}) == [("2", ["lr=0.001"])]
-    search = SweepPlan(trials=4, earlier=frozenset({"0", "1"}))  # continues a study of 2
-    assert search.never_ran({"0": [], "1": [], "2": ["lr=0.3"]}) == [("", None)] * 3
+    search = SweepPlan(trials=4, earlier=frozenset({"0", "1"}))  # n_trials: the study's total
+    assert search.never_ran({"0": [], "1": [], "2": ["lr=0.3"]}) == [("", None)]
 
 
 # --- a job that dies is recorded and the sweep goes on ------------------------------------

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 def launcher_parallelism(config: DictConfig, n_trials: int) -> int:
     """How many trials to launch at once when hydra.sweeper.n_jobs is not given: as many as
-    the launcher runs at once (`hydra/launcher=joblib hydra.launcher.n_jobs=K`), else 1."""
+    the launcher runs at once (`hydra/launcher=joblib hydra.launcher.n_jobs=K`), else 1 (a
+    cluster launcher such as submitit runs hydra.sweeper.n_jobs trials per array: with all
+    of them at once the sampler would learn nothing from the earlier ones)."""
     from trainlab.search.joblib_settings import LAUNCHER, parallel_jobs
 
     launcher = config.hydra.get("launcher") or {}
@@ -47,10 +49,9 @@ def launcher_parallelism(config: DictConfig, n_trials: int) -> int:
         settings = OmegaConf.to_container(launcher, resolve=True)
         settings.pop("_target_", None)
         return parallel_jobs(settings, n_trials)
-    for key in ("n_jobs", "array_parallelism"):  # joblib's and submitit's own
-        value = launcher.get(key)
-        if isinstance(value, int) and value > 0:
-            return min(value, n_trials)
+    value = launcher.get("n_jobs")  # joblib's own launcher; submitit: hydra.sweeper.n_jobs
+    if isinstance(value, int) and value > 0:
+        return min(value, n_trials)
     return 1
 
 

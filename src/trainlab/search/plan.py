@@ -2,7 +2,8 @@
 
 A grid (Hydra's basic sweeper) is expanded the way that sweeper expands it: the cartesian
 product of `hydra.sweeper.params` and the command line's overrides, in launch order. An
-Optuna search plans `hydra.sweeper.n_trials` trials; the ones not drawn have no overrides.
+Optuna search plans `hydra.sweeper.n_trials` trials in all (the study's total, earlier runs
+of the sweep and other workers included); the ones not drawn have no overrides.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ OPTUNA_SWEEPER = "OptunaSweeper"
 @dataclass
 class SweepPlan:
     """`grid`: every job's overrides in launch order (job i is `<sweep dir>/<i>` with the
-    default `hydra.sweep.subdir`); `trials`: how many trials a search was to run after the
-    jobs in `earlier` (those of a study it continues)."""
+    default `hydra.sweep.subdir`); `trials`: how many trials the study was to hold in all.
+    `earlier`: the job dirs there before this sweep started (a grid does not count them)."""
 
     grid: list[list[str]] | None = None
     trials: int | None = None
@@ -39,8 +40,7 @@ class SweepPlan:
                 if tuple(overrides) not in seen and str(i) not in started
             ]
         if self.trials is not None:
-            new = len(set(started) - self.earlier)
-            return [("", None)] * max(0, self.trials - new)
+            return [("", None)] * max(0, self.trials - len(started))
         return []
 
 
