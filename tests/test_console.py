@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ from trainlab.data.digits import DigitsDataModule
 from trainlab.live_bar import LiveBar
 from trainlab.models.classifier import Classifier
 from trainlab.models.nets import MLP
+from trainlab.tables import LoggedModelSummary, LoggedResults
 
 QUICK = ["max_epochs=3", "trainer.limit_train_batches=3"]  # 3 optimizer steps an epoch
 HELPERS = {"PYTHONPATH": str(ROOT / "tests")}
@@ -88,6 +90,25 @@ def test_redirected_run_drops_the_framework_noise_only(redirected):
     assert "litlogger" not in output and "💡" not in output
     assert "smaller than the logging interval" not in output  # log_every_n_steps=1: none
     assert "GPU available" in output  # Lightning's other lines stay
+
+
+def test_train_log_has_everything_a_redirected_run_printed(redirected):
+    """The model summary and the test table too, each once, as logged text; no FLOPs (0
+    without an example input); nothing on stderr (warnings are logged)."""
+    run, result = redirected
+    log = (run / "train.log").read_text()
+    assert set(result.stdout.splitlines()) <= set(log.splitlines())
+    assert result.stderr == ""
+    for text in (result.stdout, log):
+        assert text.count("model summary:") == 1 and text.count("test results:") == 1
+        assert re.search(r"^85\.0 K +Total params$", text, re.MULTILINE)
+        assert re.search(r"^0 +\| net +\| MLP +\| 85\.0 K +\| train$", text, re.MULTILINE)
+        assert "FLOPs" not in text and "Flops" not in text
+    assert "┃" not in result.stdout  # none of Lightning's rich tables
+    final = json.loads((run / "metrics.json").read_text())["metrics"]
+    for name in ("test/acc", "test/loss"):
+        shown = re.search(rf"^{name} +\| (\S+)$", log, re.MULTILINE).group(1)
+        assert float(shown) == pytest.approx(final[name], abs=6e-5)
 
 
 def test_epochs_csv_has_train_and_val_of_each_epoch_side_by_side(redirected):
@@ -262,3 +283,47 @@ def test_the_bar_shows_this_epochs_running_means_read_at_most_once_a_second():
     # the previous epoch's validation still shows beside this epoch's train numbers
     first_of_epoch_1 = next(m for e, b, m in watch.shown if e == 1)
     assert "val/acc" in first_of_epoch_1 and "val/acc" not in watch.shown[0][2]
+
+
+def tables_logged(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "trainlab.tables"]
+
+
+def test_the_summary_shows_flops_only_when_lightning_counted_some(caplog):
+    module = Classifier(net=MLP(), optimizer=torch.optim.Adam)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    summary = LoggedModelSummary()
+    with caplog.at_level(logging.INFO, logger="trainlab.tables"):
+        summary.on_fit_start(trainer, module)
+        module.example_input_array = torch.zeros(4, 1, 8, 8)  # Lightning counts with it
+        summary.on_fit_start(trainer, module)
+    without, counted = tables_logged(caplog)
+    assert "85.0 K    Total params" in without and "FLOPs" not in without
+    assert "85.0 K    Total params" in counted
+    header = counted.splitlines()[1]
+    assert [c.strip() for c in header.split(" | ")][-3:] == ["FLOPs", "In sizes", "Out sizes"]
+    total = re.search(r"^(\S+(?: [KMB])?) +Total FLOPs$", counted, re.MULTILINE).group(1)
+    assert total not in ("0", "")
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_test_results_are_logged_as_lightning_would_print_them(verbose, caplog, capsys):
+    module = Classifier(net=MLP(), optimizer=torch.optim.Adam)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[LoggedResults()],
+    )
+    with caplog.at_level(logging.INFO, logger="trainlab.tables"):
+        (results,) = trainer.test(module, DigitsDataModule(batch_size=64), verbose=verbose)
+    assert "Test metric" not in capsys.readouterr().out  # Lightning printed nothing
+    if not verbose:
+        assert tables_logged(caplog) == []
+        return
+    (table,) = tables_logged(caplog)
+    lines = table.splitlines()
+    assert lines[:2] == ["test results:", "Test metric | Value"]
+    shown = dict(line.split(" | ") for line in lines[3:-1])
+    assert {k.strip(): float(v) for k, v in shown.items()} == pytest.approx(results, abs=6e-5)

@@ -13,7 +13,12 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+)
 from omegaconf import DictConfig, OmegaConf
 
 from trainlab.callbacks import ThroughputSummary
@@ -21,6 +26,7 @@ from trainlab.checkpoints import AtomicCheckpointIO
 from trainlab.checks import ConfigError
 from trainlab.objective import MODE_OF, best_of, monitor_of
 from trainlab.optim import build_optimizer
+from trainlab.tables import LoggedModelSummary, LoggedResults
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +41,12 @@ def instantiate_each(group: DictConfig | None) -> list[Any]:
 def build_trainer(
     trainer_cfg: DictConfig, callbacks: list[Callback], loggers: list[Any]
 ) -> L.Trainer:
-    """Lightning's Trainer; its refusals (accelerator, devices, precision) become ConfigErrors."""
+    """Lightning's Trainer; its refusals (accelerator, devices, precision) become ConfigErrors.
+    The model summary and the test table are logged, not printed (trainlab.tables)."""
     if not loggers:
         # LearningRateMonitor has nowhere to write without a logger and would stop the run
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks = [*callbacks, *logged_tables(trainer_cfg, callbacks)]
     # no checkpoint callback configured (callbacks=none): Lightning must not add its own
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     try:
@@ -50,6 +58,8 @@ def build_trainer(
             # a bar only from a callback: without a terminal the progress callback is no bar
             enable_progress_bar=trainer_cfg.get("enable_progress_bar", True)
             and any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
+            # a summary only from a callback (logged_tables): Lightning adds no printed one
+            enable_model_summary=False,
             plugins=[AtomicCheckpointIO()],  # a kill during a save leaves the old checkpoint
         )
     except InstantiationException as err:
@@ -61,6 +71,20 @@ def build_trainer(
         raise ConfigError(f"The trainer cannot be built with {settings}: {cause}") from err
     check_precision_kept(trainer_cfg.get("precision"), trainer)
     return trainer
+
+
+def logged_tables(trainer_cfg: DictConfig, callbacks: list[Callback]) -> list[Callback]:
+    """The callbacks that log what Lightning would print (the model summary, unless one is
+    configured or `trainer.enable_model_summary=false`; the results of test and validate),
+    so that train.log has them too."""
+    added: list[Callback] = []
+    summary = trainer_cfg.get("enable_model_summary", True) is not False
+    summary = summary and not trainer_cfg.get("barebones", False)
+    if summary and not any(isinstance(c, ModelSummary) for c in callbacks):
+        added.append(LoggedModelSummary())
+    if not any(isinstance(c, LoggedResults) for c in callbacks):
+        added.append(LoggedResults())
+    return added
 
 
 def check_precision_kept(asked: Any, trainer: L.Trainer) -> None:

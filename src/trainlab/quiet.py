@@ -5,8 +5,8 @@
 - torch's "`isinstance(treespec, LeafSpec)` is deprecated" warning, raised from Lightning's
   own code (nothing a user of this template can change).
 
-Everything else, other warnings of the same category included, still shows. The model
-summary's FLOPs column stays: Lightning prints it in every summary table, with no switch.
+Everything else, other warnings of the same category included, still shows. (The model
+summary's column of zero FLOPs is left out by trainlab.tables.)
 """
 
 from __future__ import annotations
