@@ -107,6 +107,8 @@ def test_a_search_space_that_cannot_be_searched_is_refused(line, says):
         ("+hydra.sweeper.pruner_options.patience=3", "not an argument of optuna's Successive"),
         ("+hydra.sweeper.sampler_options.n_startup_trials=many", "takes int there"),
         ("hydra.sweeper.direction=upward", "give minimize or maximize"),
+        ("hydra.sweeper.direction=[maximize,minimize]", "several is not supported"),
+        ("hydra.sweep.subdir=${hydra.job.override_dirname}", "after its trial number"),
     ],
 )
 def test_bad_sweeper_settings_are_refused_before_any_trial(tmp_path, override, says):
@@ -200,7 +202,42 @@ def test_cross_validation_reports_each_fold_and_a_pruned_trial_skips_the_rest(tm
     assert (sweep / "0" / "fold_0").is_dir() and not (sweep / "0" / "fold_1").exists()
 
 
+def test_a_pruned_trial_can_be_resumed_as_a_run_of_its_own(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *QUICK, "hydra.sweeper.n_trials=1", PRUNE_ALL, f"hydra.sweep.dir={sweep}"]
+    assert run_cli(*args).returncode == 0
+    resumed = run_cli(f"resume={sweep / '0'}", "max_epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = records(sweep)[0]
+    assert record["status"] == "completed"  # trained on to max_epochs, then tested
+    assert record["trained"]["epochs"] == 3 and "test/acc" in record["metrics"]
+    (trial,) = load_sweep_study(sweep).trials
+    assert trial.state == TrialState.PRUNED  # the study keeps what the sweep saw
+
+
 # --- the study's total, and several workers ----------------------------------------------
+
+
+def test_interrupted_and_never_launched_trials_do_not_count_and_are_asked_again(tmp_path):
+    from trainlab.search.optuna_study import counted, requeue_untried
+
+    storage = open_storage(str(tmp_path / "optuna.journal"))
+    study = optuna.create_study(study_name="s", storage=storage)
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for status in ("completed", "interrupted", "never ran", "diverged"):
+        trial = study.ask(space)
+        trial.set_user_attr("trainlab_status", status)
+        done = status == "completed"
+        study.tell(
+            trial, 0.5 if done else None, state=TrialState.COMPLETE if done else TrialState.FAIL
+        )
+    assert counted(study) == 2  # the completed and the diverged one
+    assert requeue_untried(study) == 2 and requeue_untried(study) == 0  # once each
+    again = [study.ask(space) for _ in range(2)]
+    assert [t.params["lr"] for t in again] == [
+        study.trials[1].params["lr"],
+        study.trials[2].params["lr"],
+    ]
 
 
 @pytest.mark.slow

@@ -52,11 +52,12 @@ class TrialPruning:
             prune = self.trial.should_prune()
         return _broadcast(prune)
 
-    def after_fold(self, fold: int, value: float) -> None:
-        """Cross-validation: report fold `fold`'s value (step = folds done); Pruned to stop."""
+    def after_fold(self, fold: int, value: float, metrics: dict[str, Any]) -> None:
+        """Cross-validation: report fold `fold`'s value (step = folds done); Pruned, with the
+        folds' metrics so far, to stop."""
         if self.decide(value, fold + 1):
             record = {"fold": fold + 1, "step": fold + 1, "value": value, "metric": self.metric}
-            raise Pruned(record)
+            raise Pruned(record, metrics)
 
     def callback(self) -> ReportEachEpoch:
         return ReportEachEpoch(self)
@@ -85,8 +86,19 @@ class ReportEachEpoch(Callback):
         self.pruned: dict[str, Any] | None = None
         self._missing_said = False
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        interval = trainer.val_check_interval
+        if self.pruning.trial is not None and isinstance(interval, int) and interval > 1:
+            log.warning(
+                "trainer.val_check_interval=%s validates by batches, not at an epoch's end: "
+                "the trial is told only what epoch-end validations find (none, if none runs)",
+                interval,
+            )
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        if self.pruned is not None:  # min_epochs kept it training: it stays pruned
             return
         value = trainer.callback_metrics.get(self.pruning.metric)
         if value is None and not self._missing_said and self.pruning.trial is not None:
@@ -100,8 +112,11 @@ class ReportEachEpoch(Callback):
             trainer.should_stop = True
             log.info("pruned after epoch %d: %s %.4g", epochs, self.pruning.metric, value)
 
-    def raise_if_pruned(self, metrics: dict[str, Any]) -> None:
+    def raise_if_pruned(self, trainer, metrics: dict[str, Any]) -> None:
+        """After fit: Pruned when the trial was pruned; `epoch` is how far it trained (later
+        than the decision when trainer.min_epochs kept it going)."""
         if self.pruned is not None:
+            self.pruned["epoch"] = max(self.pruned["epoch"], trainer.current_epoch)
             raise Pruned(self.pruned, metrics)
 
 
@@ -114,12 +129,15 @@ def trial_pruning(metric: str, max_epochs: int | None, cv_folds: int) -> TrialPr
         return TrialPruning(metric, int(number))
     import optuna
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from trainlab.search.optuna_settings import build_pruner, settings_of
+    from trainlab.search.optuna_settings import build_pruner, is_our_sweeper, settings_of
     from trainlab.search.storage import open_storage, storage_spec
 
-    hydra = HydraConfig.get()
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra is None or hydra.mode != RunMode.MULTIRUN or not is_our_sweeper(hydra.sweeper):
+        return None  # the variable outlived its sweep (a run started from that shell)
     settings = settings_of(OmegaConf.to_container(hydra.sweeper, resolve=True))
     spec = storage_spec(settings.storage, hydra.sweep.dir)
     optuna.logging.disable_default_handler()
@@ -130,5 +148,8 @@ def trial_pruning(metric: str, max_epochs: int | None, cv_folds: int) -> TrialPr
         pruner=build_pruner(settings, max_epochs, cv_folds),
     )
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
+    if study._storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING:
+        log.warning("trial %s of the study has ended already: nothing is reported", number)
+        return None
     trial = optuna.trial.Trial(study, trial_id)
     return TrialPruning(metric, int(number), trial, settings.study_name)

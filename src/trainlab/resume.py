@@ -152,4 +152,12 @@ def _hydra_overrides(saved: Path) -> list[str]:
     hydra_cfg = yaml.safe_load((saved / "hydra.yaml").read_text()) or {}
     listed = (((hydra_cfg.get("hydra") or {}).get("overrides") or {}).get("hydra")) or []
     skip = ("hydra.run.dir", "hydra.mode", "hydra.output_subdir")
-    return [o for o in listed if override_key(o) not in skip]
+    return [o for o in listed if override_key(o) not in skip and not _of_the_sweep(o)]
+
+
+def _of_the_sweep(override: str) -> bool:
+    """An override that configured the sweep the job ran in (its sweeper, its launcher, the
+    trial hand-off): a resumed job is a single run, and its result no longer reaches a study."""
+    key = override_key(override)
+    sweep_keys = ("hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher")
+    return key.startswith(sweep_keys) or key.startswith("hydra.job.env_set.TRAINLAB_OPTUNA")

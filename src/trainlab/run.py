@@ -146,7 +146,7 @@ def fit_and_test(
             metrics.update(trainer.callback_metrics)
             best = best_checkpoint(trainer)
             if reporter is not None:
-                reporter.raise_if_pruned(metrics)  # a pruned trial is not tested
+                reporter.raise_if_pruned(trainer, metrics)  # a pruned trial is not tested
         else:
             best = (best_checkpoint_in(checkpoint) if finished else None) or ckpt
             for results in trainer.validate(
@@ -217,7 +217,7 @@ def cross_validate(
         trained.append(fold_trained)
         metrics.update({f"fold{k}/{name}": v for name, v in fold_metrics.items()})
         if pruning is not None:
-            pruning.after_fold(k, values[-1])
+            pruning.after_fold(k, values[-1], metrics)
     metrics["cv/mean"] = statistics.fmean(values)
     metrics["cv/std"] = statistics.pstdev(values)
     log.info(

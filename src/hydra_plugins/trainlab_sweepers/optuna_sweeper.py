@@ -32,12 +32,12 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         from trainlab.checks import ConfigError
-        from trainlab.search.optuna_sweep import run_study  # Hydra imports plugins at start-up
+        from trainlab.search.optuna_sweep import SweepFailed, run_study  # imported at start-up
 
         try:
             return run_study(self, arguments)
-        except ConfigError as err:
+        except (ConfigError, SweepFailed) as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"Error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(2 if isinstance(err, ConfigError) else 1)

@@ -9,8 +9,10 @@ job is where a trial is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +43,9 @@ SAMPLERS = {
     "qmc": "QMCSampler",
     "grid": "GridSampler",
 }
-SAMPLER_DEFAULTS = {"tpe": {"n_startup_trials": 8}}
+# constant_liar: a trial still running counts as a bad result while others are asked, so
+# that parallel trials and workers do not all try the same point
+SAMPLER_DEFAULTS = {"tpe": {"n_startup_trials": 8, "constant_liar": True}}
 PRUNERS = {
     "asha": "SuccessiveHalvingPruner",
     "median": "MedianPruner",
@@ -122,13 +126,13 @@ def settings_of(given: dict[str, Any]) -> SweepSettings:
         )
     direction = given.get("direction", "minimize")
     directions = [direction] if isinstance(direction, str) else list(direction or [])
-    if not directions or any(str(d).lower() not in DIRECTIONS for d in directions):
+    if len(directions) != 1 or str(directions[0]).lower() not in DIRECTIONS:
         raise ConfigError(
-            f"hydra.sweeper.direction={direction!r}: give minimize or maximize (or a list of "
-            "them for several objectives)."
+            f"hydra.sweeper.direction={direction!r}: give minimize or maximize. A run has one "
+            "objective (optimized_metric), so a study of several is not supported."
         )
     n_jobs = given.get("n_jobs")
-    rate = given.get("max_failure_rate", 0.0)
+    rate = given.get("max_failure_rate", 1.0)
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
         raise ConfigError(f"hydra.sweeper.max_failure_rate={rate!r} must be between 0 and 1.")
     seed = given.get("seed")
@@ -142,6 +146,12 @@ def settings_of(given: dict[str, Any]) -> SweepSettings:
     study_name = given.get("study_name")
     if study_name is not None and not str(study_name).strip():
         raise ConfigError("hydra.sweeper.study_name is empty: give a name, or leave it out.")
+    for name in ("sampler", "pruner"):
+        if not isinstance(given.get(name), str | None) and given.get(f"{name}_options"):
+            raise ConfigError(
+                f"hydra.sweeper.{name}_options applies to the {name}s named by a word; a "
+                f"{name} given by _target_ takes its arguments in that mapping."
+            )
     return SweepSettings(
         n_trials=_whole("n_trials", given.get("n_trials", 20), 1),
         n_jobs=None if n_jobs is None else _whole("n_jobs", n_jobs, 1),
@@ -176,7 +186,9 @@ def _build(cls: type, what: str, options: dict[str, Any], fixed: dict[str, Any])
                 f"{parameters[key].annotation} there."
             )
     try:
-        return cls(**{**fixed, **options})
+        with warnings.catch_warnings():  # ours to choose, not the user's to be warned about
+            warnings.filterwarnings("ignore", message=".*constant_liar.*")
+            return cls(**{**fixed, **options})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"optuna's {cls.__name__}({options}) refused: {err}") from err
 
@@ -216,8 +228,15 @@ def _instantiate(value: Any, name: str) -> Any:
 def build_sampler(settings: SweepSettings, grid: dict[str, list[Any]] | None = None) -> Any:
     import optuna
 
-    if not isinstance(settings.sampler, str):
-        return _instantiate(settings.sampler, "sampler")
+    if not isinstance(settings.sampler, str):  # by _target_: seeded too, unless it says
+        given = settings.sampler
+        if isinstance(given, dict) and "seed" not in given and settings.seed is not None:
+            from hydra.utils import get_class
+
+            with contextlib.suppress(Exception):
+                if "seed" in inspect.signature(get_class(given["_target_"])).parameters:
+                    given = {**given, "seed": settings.seed}
+        return _instantiate(given, "sampler")
     cls = getattr(optuna.samplers, SAMPLERS[settings.sampler])
     fixed: dict[str, Any] = {"seed": settings.seed, **SAMPLER_DEFAULTS.get(settings.sampler, {})}
     if settings.sampler == "grid":
@@ -261,6 +280,13 @@ def check_sweeper(config: DictConfig) -> SweepSettings | None:
     given = OmegaConf.to_container(node, resolve=True)
     settings = settings_of(given)
     cv_folds = int(OmegaConf.select(config, "cv.folds", default=0) or 0)
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    if str(subdir) != "${hydra.job.num}":
+        raise ConfigError(
+            f"hydra.sweep.subdir={subdir}: the Optuna sweeper names each job's directory after "
+            "its trial number (the default ${hydra.job.num}), so that workers never share one "
+            "and a continued study finds its jobs. Leave hydra.sweep.subdir out."
+        )
     if settings.pruner == "wilcoxon" and cv_folds < 2:
         raise ConfigError(
             "hydra.sweeper.pruner=wilcoxon compares a trial with the best one fold by fold, "
@@ -293,7 +319,8 @@ def check_study(config: DictConfig) -> None:
 
     from trainlab.search.optuna_sweep import open_study
 
-    open_study(settings, Path(str(config.hydra.sweep.dir)), sampler=None)
+    metric = OmegaConf.select(config, "optimized_metric", default=None)
+    open_study(settings, Path(str(config.hydra.sweep.dir)), sampler=None, metric=metric)
 
 
 def _task_overrides(config: DictConfig) -> list[str]:

@@ -20,7 +20,6 @@ really did (hparams_search=optuna; the plugin is hydra_plugins.trainlab_sweepers
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -34,32 +33,30 @@ from trainlab.search.stopping import SweepStopped
 
 log = logging.getLogger(__name__)
 TRIAL_ENV = "TRAINLAB_OPTUNA_TRIAL"  # set in each job (hydra.job.env_set): its trial number
-ASK_LOCK = "optuna.ask"  # <sweep dir>/optuna.ask.lock while a worker counts and asks
-LOCK_GRACE_S = 120  # a lock older than this was left by a dead worker: taken over
+# trials that did not get to say anything about their point: they do not count toward
+# n_trials, and the next worker asks their parameters again
+NOT_TRIED = ("interrupted", "never ran")
+SURPLUS = "surplus"  # asked beyond n_trials by a worker that shares no lock with the others
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@contextlib.contextmanager
-def ask_lock(sweep_dir: Path):
-    from optuna.storages.journal import JournalFileOpenLock
-
-    lock = JournalFileOpenLock(str(sweep_dir / ASK_LOCK), grace_period=LOCK_GRACE_S)
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def counted(study) -> int:
-    """Trials that count toward n_trials: finished (completed, pruned, failed) or running."""
+def counts(trial) -> bool:
+    """Whether a trial counts toward n_trials: finished (completed, pruned, failed, diverged)
+    or running; not one interrupted or never launched, nor a surplus one."""
     from optuna.trial import TrialState
 
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states))
+    if trial.state == TrialState.FAIL:
+        return trial.user_attrs.get("trainlab_status") not in (*NOT_TRIED, SURPLUS)
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def counted(study, below: int | None = None) -> int:
+    """How many trials count toward n_trials (numbered below `below`, when given)."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(counts(t) for t in trials if below is None or t.number < below)
 
 
 def _alive(pid: int) -> bool:
@@ -98,23 +95,25 @@ def outcome_of(record: dict[str, Any] | None, n_objectives: int, value: Any = No
     return TrialState.COMPLETE, values, attrs
 
 
-def tell(study, trial, state, values, attrs: dict[str, Any]) -> None:
+def tell(study, trial, state, values, attrs: dict[str, Any]) -> str:
     from optuna.trial import TrialState
 
     for key, value in attrs.items():
         study._storage.set_trial_user_attr(trial._trial_id, key, value)
     try:
-        study.tell(trial.number, values, state=state)
+        study.tell(trial.number, values, state=state, skip_if_finished=True)
     except RuntimeError as err:  # GridSampler stops the study from its after_trial hook
         if "Study.stop" not in str(err):
             raise
     if state == TrialState.FAIL:
-        log.warning("trial %d: %s, told to the study as failed", trial.number, attrs)
+        said = attrs.get("trainlab_error") or attrs.get("trainlab_status")
+        log.warning("trial %d told to the study as failed: %s", trial.number, said)
+    return str(attrs.get("trainlab_status"))
 
 
-def tell_job(study, trial, ret, job_dir: Path, n_objectives: int) -> bool:
-    """Tell one trial from its job; True when the job raised (counts toward
-    max_failure_rate). Without a JobReturn (the sweep stopped), its record decides."""
+def tell_job(study, trial, ret, job_dir: Path, n_objectives: int) -> str:
+    """Tell one trial from its job; returns the status told (a job that raised out of
+    Hydra is `failed`). Without a JobReturn (the sweep stopped), its record decides."""
     from hydra.core.utils import JobStatus
 
     if ret is not None:
@@ -130,14 +129,15 @@ def tell_job(study, trial, ret, job_dir: Path, n_objectives: int) -> bool:
         if record["status"] == "completed":
             record["status"] = "failed"
     value = ret.return_value if ret is not None and ret.status == JobStatus.COMPLETED else None
-    tell(study, trial, *outcome_of(record, n_objectives, value))
-    return ret is not None and ret.status == JobStatus.FAILED
+    return tell(study, trial, *outcome_of(record, n_objectives, value))
 
 
 def settle_dead_workers(study, sweep_dir: Path, n_objectives: int) -> None:
     """Trials left RUNNING by a worker process of this machine that is gone: told from what
     their job recorded (a job that never finished is marked failed with the cause)."""
     from optuna.trial import TrialState
+
+    from trainlab.runlock import LOCK_FILE, read_lock, stale_reason, this_process
 
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -146,12 +146,33 @@ def settle_dead_workers(study, sweep_dir: Path, n_objectives: int) -> None:
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         job_dir = sweep_dir / str(trial.number)
+        holder = read_lock(job_dir / LOCK_FILE)
+        if holder is not None and (not holder or stale_reason(holder, this_process()) is None):
+            continue  # its job still trains (in a process of its own): its worker will tell
         record = read_record(job_dir)
-        if job_dir.is_dir() and (record or {}).get("status") not in FINISHED + ("pruned",):
+        if job_dir.is_dir() and (record or {}).get("status") not in FINISHED:
             cause = f"the sweep worker that ran it ({owner}) ended before the job did"
             record = mark_dead(job_dir, cause, -9)
         log.warning("trial %d was left running by %s, which is gone: told now", trial.number, owner)
         tell(study, trial, *outcome_of(record or {"status": "never ran"}, n_objectives))
+
+
+def requeue_untried(study) -> int:
+    """Ask again, as the next trials, the points of trials that were interrupted or never
+    launched (a stopped sweep); each is requeued once. Returns how many."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("trainlab_retries") for t in trials}  # a finished trial
+    again = 0  # cannot be marked: the trial that asks its point again names it
+    for trial in trials:
+        untried = trial.state == TrialState.FAIL and trial.user_attrs.get("trainlab_status")
+        if untried in NOT_TRIED and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"trainlab_retries": trial.number})
+            again += 1
+    if again:
+        log.info("%d interrupted or never launched trials asked again", again)
+    return again
 
 
 def foreign_jobs(sweep_dir: Path, study) -> list[str]:
@@ -173,7 +194,11 @@ def trial_overrides(space, trial) -> list[str]:
 
 
 def ask_batch(study, space, size: int, n_trials: int, first: bool) -> list[Any]:
-    """Up to `size` new trials, no more than the study lacks of n_trials (see module text)."""
+    """Up to `size` new trials, no more than the study lacks of n_trials (see module text).
+    Workers that share a database but no sweep dir (so no lock) may both ask the last one:
+    the one numbered later is told failed as `surplus` and not run."""
+    from optuna.trial import TrialState
+
     missing = n_trials - counted(study)
     if missing <= 0:
         return []
@@ -183,12 +208,15 @@ def ask_batch(study, space, size: int, n_trials: int, first: bool) -> list[Any]:
     for _ in range(min(size, missing)):
         trial = study.ask(space.distributions)
         study._storage.set_trial_user_attr(trial._trial_id, "trainlab_worker", worker_id())
+        if counted(study, below=trial.number) >= n_trials:  # a worker without our lock
+            tell(study, trial, TrialState.FAIL, None, {"trainlab_status": SURPLUS})
+            break
         trials.append(trial)
     return trials
 
 
-def launch_batch(sweeper, study, trials: list[Any], space, sweep_dir: Path) -> int:
-    """Launch the trials' jobs and tell their outcomes; returns how many jobs raised."""
+def launch_batch(sweeper, study, trials: list[Any], space, sweep_dir: Path) -> list[str]:
+    """Launch the trials' jobs and tell their outcomes; returns the statuses told."""
     n_objectives = len(study.directions)
     overrides = [trial_overrides(space, t) for t in trials]
     numbers = [t.number for t in trials]
@@ -207,7 +235,7 @@ def launch_batch(sweeper, study, trials: list[Any], space, sweep_dir: Path) -> i
             ret = given[i] if i < len(given) else None
             tell_job(study, trial, ret, sweep_dir / str(trial.number), n_objectives)
         raise
-    return sum(
+    return [
         tell_job(study, t, r, sweep_dir / str(t.number), n_objectives)
         for t, r in zip(trials, returns, strict=True)
-    )
+    ]

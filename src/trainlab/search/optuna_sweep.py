@@ -15,13 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.checks import ConfigError
 from trainlab.record import write_text_atomic
-from trainlab.search.optuna_settings import SweepSettings, build_sampler, settings_of
+from trainlab.search.ask_lock import ask_lock
+from trainlab.search.optuna_settings import SweepSettings, build_pruner, build_sampler, settings_of
 from trainlab.search.optuna_study import (
     ask_batch,
-    ask_lock,
     counted,
     foreign_jobs,
     launch_batch,
+    requeue_untried,
     settle_dead_workers,
 )
 from trainlab.search.space import parse_space
@@ -67,7 +68,26 @@ def _check_old_study(sweep_dir: Path, storage: Any) -> None:
         )
 
 
-def open_study(settings: SweepSettings, sweep_dir: Path, sampler: Any):
+class SweepFailed(RuntimeError):
+    """More of this worker's trials failed than hydra.sweeper.max_failure_rate allows."""
+
+
+def _hidden(spec: str) -> str:
+    """The storage as shown in the log: a database URL without its password."""
+    if is_journal(spec):
+        return spec
+    from sqlalchemy.engine import make_url
+
+    return make_url(spec).render_as_string(hide_password=True)
+
+
+def open_study(
+    settings: SweepSettings,
+    sweep_dir: Path,
+    sampler: Any,
+    metric: str | None = None,
+    pruner: Any = None,
+):
     """The study, created or continued; ConfigError when it cannot be continued as asked.
     RunDirGuard calls it first (without a sampler), before the sweep writes anything: what
     is refused leaves no new file behind."""
@@ -75,8 +95,8 @@ def open_study(settings: SweepSettings, sweep_dir: Path, sampler: Any):
 
     spec = storage_spec(settings.storage, sweep_dir)
     _check_old_study(sweep_dir, settings.storage)
-    new_journal = is_journal(spec) and not Path(spec).exists()
-    storage = None if new_journal else open_storage(spec)
+    new_file = _new_file(spec)
+    storage = None if new_file else open_storage(spec)
     existing = None
     if storage is not None:
         try:
@@ -93,18 +113,41 @@ def open_study(settings: SweepSettings, sweep_dir: Path, sampler: Any):
     found = [d.name.lower() for d in existing.directions] if existing else settings.directions
     if found != settings.directions:
         raise ConfigError(
-            f"the study {settings.study_name!r} in {spec} was made to {', '.join(found)}, and "
-            f"this sweep would {', '.join(settings.directions)}: give a new hydra.sweep.dir "
-            "(or hydra.sweeper.study_name) for the other direction."
+            f"the study {settings.study_name!r} in {_hidden(spec)} was made to "
+            f"{', '.join(found)}, and this sweep would {', '.join(settings.directions)}: give "
+            "a new hydra.sweep.dir (or hydra.sweeper.study_name) for the other direction."
+        )
+    known = existing.user_attrs.get("trainlab_objective") if existing else None
+    if metric and known and known != metric:
+        raise ConfigError(
+            f"the study {settings.study_name!r} in {_hidden(spec)} holds values of {known}, "
+            f"and this sweep optimizes {metric}: the two cannot be compared in one study. Give "
+            "a new hydra.sweep.dir (or hydra.sweeper.study_name), or optimized_metric={known}."
         )
     study = optuna.create_study(
         study_name=settings.study_name,
         storage=storage or open_storage(spec),
         sampler=sampler,
+        pruner=pruner,
         directions=settings.directions,
         load_if_exists=True,
     )
+    if metric and not known:
+        study.set_user_attr("trainlab_objective", metric)
     return study, spec
+
+
+def _new_file(spec: str) -> bool:
+    """A journal or SQLite file that does not exist yet: no study to check, and nothing is
+    created until the checks pass."""
+    if is_journal(spec):
+        return not Path(spec).exists()
+    if spec.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(spec).database
+        return bool(database) and database != ":memory:" and not Path(database).exists()
+    return False
 
 
 def _named(choice: Any) -> str:
@@ -129,7 +172,16 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
     space = parse_space(settings.params, arguments)
     grid = space.grid() if settings.sampler == "grid" else None
     n_trials = min(settings.n_trials, space.size() or 1) if grid is not None else settings.n_trials
-    study, spec = open_study(settings, sweep_dir, build_sampler(settings, grid))
+    metric = str(OmegaConf.select(config, "optimized_metric", default="") or "") or None
+    max_epochs = OmegaConf.select(config, "max_epochs", default=None)
+    cv_folds = int(OmegaConf.select(config, "cv.folds", default=0) or 0)
+    study, spec = open_study(
+        settings,
+        sweep_dir,
+        build_sampler(settings, grid),
+        metric=metric,
+        pruner=build_pruner(settings, max_epochs, cv_folds),  # Hyperband also steers TPE
+    )
     write_study_file(
         sweep_dir,
         storage=spec,
@@ -148,25 +200,30 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         n_trials,
         _named(settings.sampler),
         _named(settings.pruner),
-        spec,
-        spec,
+        _hidden(spec),
+        _hidden(spec),
     )
     batch_size = settings.n_jobs or launcher_parallelism(config, n_trials)
     n_objectives = len(settings.directions)
     with ask_lock(sweep_dir):
         settle_dead_workers(study, sweep_dir, n_objectives)
-    first = True
+        requeue_untried(study)
+    first, told = True, []
     while True:
         with ask_lock(sweep_dir):
             trials = ask_batch(study, space, batch_size, n_trials, first)
         first = False
         if not trials:
             break
-        failures = launch_batch(sweeper, study, trials, space, sweep_dir)
-        if failures / len(trials) > settings.max_failure_rate:
-            raise RuntimeError(
-                f"{failures} of {len(trials)} jobs raised, more than "
-                f"hydra.sweeper.max_failure_rate={settings.max_failure_rate}"
+        told += launch_batch(sweeper, study, trials, space, sweep_dir)
+        failed = told.count("failed")
+        if settings.max_failure_rate < 1 and failed / len(told) > settings.max_failure_rate:
+            write_results(sweep_dir, study)
+            raise SweepFailed(
+                f"{failed} of the {len(told)} trials this worker ran failed (recorded `failed`: "
+                f"an error, or a dead process), more than hydra.sweeper.max_failure_rate="
+                f"{settings.max_failure_rate}; the sweep stops. Their errors are in their "
+                "metrics.json and in summary.md."
             )
     write_results(sweep_dir, study)
 

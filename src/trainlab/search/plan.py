@@ -53,8 +53,24 @@ def sweep_plan(config, earlier: frozenset[str] = frozenset()) -> SweepPlan:
             grid=grid_of(sweeper.get("params") or {}, list(config.hydra.overrides.task))
         )
     if OPTUNA_SWEEPER in target and sweeper.get("n_trials") is not None:
-        return SweepPlan(trials=int(sweeper.n_trials), earlier=earlier)
+        trials = int(sweeper.n_trials)
+        if sweeper.get("sampler") == "grid":  # it runs at most the grid's size
+            trials = min(trials, grid_size(sweeper, list(config.hydra.overrides.task)) or trials)
+        return SweepPlan(trials=trials, earlier=earlier)
     return SweepPlan()
+
+
+def grid_size(sweeper, overrides: list[str]) -> int | None:
+    """How many points an Optuna grid search has (None when it cannot be told)."""
+    from omegaconf import OmegaConf
+
+    from trainlab.search.space import parse_space
+
+    try:
+        params = OmegaConf.to_container(sweeper.get("params") or {}, resolve=True)
+        return parse_space(params, [str(o) for o in overrides]).size()
+    except Exception:
+        return None
 
 
 def grid_of(params, overrides: list[str]) -> list[list[str]] | None:
