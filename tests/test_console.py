@@ -111,6 +111,23 @@ def test_train_log_has_everything_a_redirected_run_printed(redirected):
         assert float(shown) == pytest.approx(final[name], abs=6e-5)
 
 
+def test_warnings_and_tables_land_in_train_log_whatever_the_callbacks(tmp_path):
+    """Lightning's warning about a logging interval longer than the epoch goes through
+    logging (stdout and train.log, one record), not to stderr; callbacks=none still logs
+    the model summary and the test table."""
+    run = tmp_path / "run"
+    result = run_cli(*QUICK, "callbacks=none", f"hydra.run.dir={run}")  # a logger: a warning
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    warning = re.compile(
+        r"\[py\.warnings\]\[WARNING\] - \S+fit_loop\.py:\d+: The number of training "
+        r"batches \(3\) is smaller than the logging interval .*\n(?=\[)"  # no blank line
+    )
+    assert len(warning.findall(log)) == 1 and len(warning.findall(result.stdout)) == 1
+    assert "logging interval" not in result.stderr
+    assert "model summary:" in log and "test results:" in log
+
+
 def test_epochs_csv_has_train_and_val_of_each_epoch_side_by_side(redirected):
     run, _ = redirected
     table = epochs_of(run)

@@ -55,6 +55,7 @@ def test_a_fault_is_one_paragraph_and_a_failed_record(args, code, message, hpara
     assert result.returncode == code, result.stderr[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert errors[0] in (run_dir / "train.log").read_text()  # the log has what was printed
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed"
     assert message in record["error"]

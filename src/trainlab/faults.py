@@ -1,8 +1,9 @@
 """Every fault as one paragraph a user can act on; the traceback goes to the run's log file.
 
 A run that fails prints `Error: <what> ...` and exits non-zero: 2 for a value the user gave
-(ConfigError), 1 for anything else. The full traceback is written to `<run dir>/train.log`
-(Hydra's log file) and printed only with HYDRA_FULL_ERROR=1.
+(ConfigError), 1 for anything else. That line and the full traceback are written to
+`<run dir>/train.log` (Hydra's log file); the traceback is printed only with
+HYDRA_FULL_ERROR=1.
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ def describe(err: BaseException) -> str:
 def log_traceback(err: BaseException) -> str | None:
     """Write the traceback to the file handlers of the root logger (Hydra's train.log) only;
     returns that file's path, or None when there is no log file."""
-    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return to_log_file("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+
+
+def to_log_file(text: str) -> str | None:
+    """An ERROR record for the file handlers of the root logger only (the console shows
+    `text` another way, or not at all); returns the file's path, None without one."""
     record = logging.LogRecord("trainlab", logging.ERROR, __file__, 0, text, None, None)
     path = None
     for handler in logging.getLogger().handlers:
@@ -94,5 +100,6 @@ def exit_with_message(err: BaseException) -> None:
         where = log_traceback(err)
         if where:
             message += f" (traceback in {where}; HYDRA_FULL_ERROR=1 prints it)"
+    to_log_file(f"Error: {message}")  # printed to stderr, outside logging: train.log too
     print(f"Error: {message}", file=sys.stderr)
     sys.exit(2 if refused else 1)

@@ -5,8 +5,11 @@
 - torch's "`isinstance(treespec, LeafSpec)` is deprecated" warning, raised from Lightning's
   own code (nothing a user of this template can change).
 
-Everything else, other warnings of the same category included, still shows. (The model
-summary's column of zero FLOPs is left out by trainlab.tables.)
+Everything else, other warnings of the same category included, still shows, and lands in
+train.log too: Python's warnings go to stderr by `warnings.showwarning`, outside logging,
+so they are captured (`logging.captureWarnings`) and become WARNING records of the logger
+`py.warnings`, on the console and in train.log like any other line. (The model summary's
+column of zero FLOPs is left out by trainlab.tables.)
 """
 
 from __future__ import annotations
@@ -29,11 +32,25 @@ class DropMessages(logging.Filter):
         return not record.getMessage().startswith(self.prefixes)
 
 
+class WithoutTrailingNewline(logging.Filter):
+    """A captured warning ends with the newline stderr needed: in a log, a blank line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):  # Python logs the formatted warning as the message
+            record.msg = record.msg.rstrip()
+        return True
+
+
 def quiet_framework() -> None:
     """Install the filters (idempotent): on the handlers of the root logger (Hydra's console
-    and train.log) and of Lightning's own loggers, and in `warnings`."""
+    and train.log) and of Lightning's own loggers, and in `warnings`; then send the
+    warnings that pass through logging."""
     for message in WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    logging.captureWarnings(True)
+    captured = logging.getLogger("py.warnings")
+    if not any(isinstance(f, WithoutTrailingNewline) for f in captured.filters):
+        captured.addFilter(WithoutTrailingNewline())
     loggers = [logging.getLogger(name) for name in ("", "lightning", "lightning.pytorch")]
     for handler in {h for logger in loggers for h in logger.handlers}:
         if not any(isinstance(f, DropMessages) for f in handler.filters):
