@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import struct
 from pathlib import Path
 
@@ -257,3 +258,56 @@ def test_a_job_that_fails_before_training_has_a_failed_mlflow_run(compose_in):
     assert runs["tags.mlflow.runName"].tolist() == ["batch_size=5000,callbacks=none,lr=0.03"]
     assert runs["tags.status"].tolist() == ["failed"] and runs["status"].tolist() == ["FAILED"]
     assert trackers._open == []
+
+
+@pytest.mark.slow  # about 12 s: W&B's offline service starts
+def test_a_run_stopped_by_sigterm_ends_its_mlflow_and_wandb_runs_interrupted(tmp_path):
+    """SIGTERM in the middle of an epoch (StopOnSignal saves last.ckpt, exit 128 + 15): the
+    MLflow run is KILLED with the tag status=interrupted; the W&B offline run gets the
+    `interrupted` tag and summary status, and ends with a non-zero exit code."""
+    import mlflow
+
+    wandb = _wandb_available()
+    run = tmp_path / "outputs" / "run"
+    result = run_cli(
+        "max_epochs=3",
+        "trainer.limit_train_batches=3",
+        "logger=[mlflow,wandb]" if wandb else "logger=mlflow",
+        f"hydra.run.dir={run}",
+        "+callbacks.stop._target_=kill_at_step.SigtermAtBatch",
+        "+callbacks.stop.epoch=1",
+        "+callbacks.stop.batch=0",
+        project=tmp_path,
+        cwd=tmp_path,
+        env={
+            "PYTHONPATH": str(ROOT / "tests"),
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "MLFLOW_TRACKING_URI": "",
+        },
+    )
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    assert (run / "checkpoints" / "last.ckpt").exists()
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["train"])
+    assert runs["status"].tolist() == ["KILLED"]
+    assert runs["tags.status"].tolist() == ["interrupted"]
+    if not wandb:
+        return
+    (path,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+    records = wandb_records(path)
+    kinds = [r.WhichOneof("record_type") for r in records]
+    last_run = [r.run for r, kind in zip(records, kinds, strict=True) if kind == "run"][-1]
+    assert "interrupted" in last_run.tags and "train" in last_run.tags
+    summary = {
+        item.key: json.loads(item.value_json)
+        for r, kind in zip(records, kinds, strict=True)
+        if kind == "summary"
+        for item in r.summary.update
+        if item.key
+    }
+    assert summary["status"] == "interrupted"
+    (exit_record,) = [r.exit for r, kind in zip(records, kinds, strict=True) if kind == "exit"]
+    assert exit_record.exit_code != 0
