@@ -63,6 +63,16 @@ def test_mlflow_ui_serves_the_sweeps_runs_from_the_projects_store(tmp_path):
         (experiment,) = [e for e in found["experiments"] if e["name"] == "sweep"]
         runs = call(base, "/runs/search", {"experiment_ids": [experiment["experiment_id"]]})
         runs = runs["runs"]
+        tags_of = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+        (parent,) = [
+            r for r, t in zip(runs, tags_of, strict=True) if t.get("trainlab.sweep_parent")
+        ]
+        runs = [r for r, t in zip(runs, tags_of, strict=True) if not t.get("trainlab.sweep_parent")]
+        assert all(
+            {t["key"]: t["value"] for t in r["data"]["tags"]}["mlflow.parentRunId"]
+            == parent["info"]["run_id"]
+            for r in runs
+        )  # the UI nests the jobs under the sweep's parent run
         names = sorted(r["info"]["run_name"] for r in runs)
         assert names == ["0-lr=0.001", "1-lr=0.01"]
         for run in runs:

@@ -59,6 +59,13 @@ def sweep(tmp_path_factory) -> Path:
     return project
 
 
+def jobs_only(runs):
+    """The runs of a sweep's jobs, without the sweep's parent run."""
+    if "tags.trainlab.sweep_parent" not in runs:
+        return runs
+    return runs[runs["tags.trainlab.sweep_parent"] != "true"]
+
+
 def sweep_dir(project: Path) -> Path:
     (found,) = (project / "outputs").glob("debug/multirun/*/*")
     return found
@@ -69,7 +76,7 @@ def test_mlflow_sweep_is_one_experiment_of_named_tagged_runs(sweep):
 
     name = sweep_dir(sweep).relative_to(sweep / "outputs").as_posix()
     mlflow.set_tracking_uri(f"sqlite:///{sweep}/outputs/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=[name]).set_index("tags.mlflow.runName")
+    runs = jobs_only(mlflow.search_runs(experiment_names=[name])).set_index("tags.mlflow.runName")
     assert sorted(runs.index) == ["0-lr=0.05", "1-lr=1000000.0"]
     done, diverged = runs.loc["0-lr=0.05"], runs.loc["1-lr=1000000.0"]
     assert done["params.lr"] == "0.05" and done["params.optimizer"] == "sgd"
@@ -85,6 +92,23 @@ def test_mlflow_sweep_is_one_experiment_of_named_tagged_runs(sweep):
     # artifacts beside the store, not in <cwd>/mlruns
     assert done["artifact_uri"].startswith(str(sweep / "outputs" / "mlartifacts"))
     assert not (sweep / "mlruns").exists()
+
+
+def test_mlflow_sweep_is_one_parent_run_with_a_child_per_job(sweep):
+    import mlflow
+
+    name = sweep_dir(sweep).relative_to(sweep / "outputs").as_posix()
+    mlflow.set_tracking_uri(f"sqlite:///{sweep}/outputs/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=[name])
+    parents = runs[runs["tags.trainlab.sweep_parent"] == "true"]
+    assert len(parents) == 1
+    parent = parents.iloc[0]
+    assert parent["tags.mlflow.runName"] == f"sweep {name}" and parent["status"] == "FINISHED"
+    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    assert sorted(children["tags.mlflow.runName"]) == ["0-lr=0.05", "1-lr=1000000.0"]
+    assert sorted(children["params.lr"]) == ["0.05", "1000000.0"]
+    assert children["metrics.val/acc_best"].notna().any()  # the completed child's final value
+    assert len(runs) == 3  # the parent and its two children, nothing else
 
 
 def test_tensorboard_runs_are_named_and_list_their_hparams_and_objective(sweep):
@@ -241,6 +265,8 @@ def test_parallel_jobs_share_a_new_mlflow_store_and_the_sweeps_experiment(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/outputs/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["sweep"])
+    assert (runs["tags.trainlab.sweep_parent"] == "true").sum() == 1  # one parent, not two
+    runs = jobs_only(runs)
     assert sorted(runs["tags.mlflow.runName"]) == ["0-lr=0.001", "1-lr=0.01"]
     assert runs["tags.status"].tolist() == ["completed", "completed"]
 

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 MLFLOW_STATUS = {
     "completed": "FINISHED",
     "diverged": "FINISHED",
+    "pruned": "FINISHED",  # an Optuna pruner stopped it: an outcome too
     "failed": "FAILED",
     "interrupted": "KILLED",
 }
@@ -43,6 +44,7 @@ UNNAMED = {"logger", "resume"}
 NAME_LIMIT = 120  # MLflow and W&B show a name this long; a longer one ends in a short hash
 log = logging.getLogger(__name__)
 _open: list[Any] = []  # this job's loggers (all folds of a cross-validation), not yet closed
+_parents: dict[int, str] = {}  # id(MLflow logger) -> its sweep's parent run
 
 
 def _hydra():
@@ -311,6 +313,13 @@ def log_hyperparams(loggers: list[Any], params: dict[str, Any], cfg: DictConfig,
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
             _ensure_mlflow_run(logger)
+            sweep = sweep_name(_root_=cfg)
+            if sweep is not None:  # a child of the sweep's parent run
+                from trainlab import mlflow_sweep
+
+                lock = _store_lock(logger._tracking_uri)
+                tags = run_tags(_root_=cfg)
+                _parents[id(logger)] = mlflow_sweep.attach(logger, sweep, tags, lock)
         logger.log_hyperparams(params)
         if isinstance(logger, WandbLogger):
             tags = run_tags(_root_=cfg)
@@ -348,6 +357,11 @@ def _close_one(logger: Any, status: str) -> None:
     if isinstance(logger, MLFlowLogger):
         logger.experiment.set_tag(logger.run_id, "status", status)
         logger.experiment.set_terminated(logger.run_id, MLFLOW_STATUS.get(status, "FAILED"))
+        parent = _parents.pop(id(logger), None)
+        if parent is not None:
+            from trainlab import mlflow_sweep
+
+            mlflow_sweep.job_ended(logger, parent)
     elif isinstance(logger, WandbLogger):
         run = logger.experiment
         run.tags = (*run.tags, status)
