@@ -103,7 +103,10 @@ def test_a_search_space_that_cannot_be_searched_is_refused(line, says):
         ("hydra.sweeper.storage=sqlite:////no/such/dir/x.db", "cannot be opened"),
         ("hydra.sweeper.storage=notes.txt", "neither a database URL"),
         ("hydra.sweeper.sampler=grid", "grid needs a list of values for every parameter"),
-        ("hydra.sweeper.pruner=wilcoxon", "needs cross-validation"),
+        ("hydra.sweeper.pruner=wilcoxon", "cv.folds=0 can never prune"),
+        ("hydra.sweeper.pruner=wilcoxon cv.folds=3", "Use cv.folds=5 or more"),
+        ("hydra.sweeper.direction=minimize", "rank the runs upside down"),
+        ("optimized_direction=minimize", "contradicts itself"),
         ("+hydra.sweeper.pruner_options.patience=3", "not an argument of optuna's Successive"),
         ("+hydra.sweeper.sampler_options.n_startup_trials=many", "takes int there"),
         ("hydra.sweeper.direction=upward", "give minimize or maximize"),
@@ -113,7 +116,7 @@ def test_a_search_space_that_cannot_be_searched_is_refused(line, says):
 )
 def test_bad_sweeper_settings_are_refused_before_any_trial(tmp_path, override, says):
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", *QUICK, override, f"hydra.sweep.dir={sweep}", timeout=120)
+    result = run_cli("-m", *QUICK, *override.split(), f"hydra.sweep.dir={sweep}", timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
     assert says in line and line.endswith("Nothing was written."), line

@@ -288,6 +288,7 @@ def train(cfg: DictConfig) -> float:
         finish("running", None, {})
 
     stop = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints")
+    pruning = None
     try:
         with stop.installed():
             check_config(cfg, *overrides_and_groups())
@@ -319,7 +320,9 @@ def train(cfg: DictConfig) -> float:
         signum = stop.signum or signal.SIGTERM
         saved = f"; saved {stop.saved}" if stop.saved else " outside the training loop"
         finish("interrupted", None, {}, error=f"stopped by {signal.Signals(signum).name}{saved}")
-        if stop.saved is not None and not cfg.cv.folds:
+        if pruning is not None:
+            log.warning("interrupted: the same sweep command again asks this trial's point again")
+        elif stop.saved is not None and not cfg.cv.folds:
             log.warning(
                 "interrupted: continue with  python train.py resume=%s", cfg.paths.output_dir
             )

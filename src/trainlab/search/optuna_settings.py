@@ -277,8 +277,13 @@ def check_sweeper(config: DictConfig) -> SweepSettings | None:
     node = config.hydra.get("sweeper")
     if not is_our_sweeper(node):
         return None
-    given = OmegaConf.to_container(node, resolve=True)
+    try:
+        given = OmegaConf.to_container(node, resolve=True)
+    except Exception as err:  # a resolver refused (e.g. a direction against the metric)
+        said = str(err).split("raised while resolving interpolation: ", 1)[-1].splitlines()[0]
+        raise ConfigError(f"the sweeper's settings cannot be resolved: {said}") from None
     settings = settings_of(given)
+    _check_direction(config, settings.directions[0])
     cv_folds = int(OmegaConf.select(config, "cv.folds", default=0) or 0)
     subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
     if str(subdir) != "${hydra.job.num}":
@@ -287,12 +292,8 @@ def check_sweeper(config: DictConfig) -> SweepSettings | None:
             "its trial number (the default ${hydra.job.num}), so that workers never share one "
             "and a continued study finds its jobs. Leave hydra.sweep.subdir out."
         )
-    if settings.pruner == "wilcoxon" and cv_folds < 2:
-        raise ConfigError(
-            "hydra.sweeper.pruner=wilcoxon compares a trial with the best one fold by fold, "
-            "so it needs cross-validation (cv.folds=5, say). Without folds use asha, median "
-            "or hyperband."
-        )
+    if settings.pruner == "wilcoxon":
+        _check_wilcoxon(cv_folds, settings.pruner_options.get("p_threshold", 0.1))
     from trainlab.search.space import parse_space
 
     space = parse_space(settings.params, _task_overrides(config))
@@ -321,6 +322,42 @@ def check_study(config: DictConfig) -> None:
 
     metric = OmegaConf.select(config, "optimized_metric", default=None)
     open_study(settings, Path(str(config.hydra.sweep.dir)), sampler=None, metric=metric)
+
+
+def _check_direction(config: DictConfig, direction: str) -> None:
+    """hydra.sweeper.direction set against the objective (minimizing an accuracy): refused,
+    since the study would prune and rank the runs upside down."""
+    from trainlab.objective import objective_direction
+
+    metric = OmegaConf.select(config, "optimized_metric", default=None)
+    given = OmegaConf.select(config, "optimized_direction", default="auto")
+    try:
+        wanted = objective_direction(metric, given)
+    except ConfigError:
+        return  # check_config refuses it with its own message
+    if metric and direction != wanted:
+        raise ConfigError(
+            f"hydra.sweeper.direction={direction} while the objective {metric} is to be "
+            f"{wanted}d (optimized_direction={given}): the study would prune and rank "
+            f"the runs upside down. Leave hydra.sweeper.direction out (hparams_search=optuna "
+            "takes the objective's), or set optimized_direction for the metric."
+        )
+
+
+def _check_wilcoxon(cv_folds: int, p_threshold: Any) -> None:
+    """The Wilcoxon pruner needs enough folds for its test to reach p_threshold at all: with
+    n folds the smallest one-sided p is 1/2^n, and the last fold's decision comes too late."""
+    needed = 2
+    threshold = float(p_threshold) if isinstance(p_threshold, int | float) else 0.1
+    while 0.5**needed >= threshold and needed < 30:
+        needed += 1
+    if cv_folds <= needed:
+        raise ConfigError(
+            f"hydra.sweeper.pruner=wilcoxon with cv.folds={cv_folds} can never prune: it "
+            "compares a trial with the best one fold by fold, and with p_threshold="
+            f"{threshold} its signed-rank test needs {needed} folds before it can decide, "
+            f"and one more to spare. Use cv.folds={needed + 1} or more, or pruner=asha."
+        )
 
 
 def _task_overrides(config: DictConfig) -> list[str]:

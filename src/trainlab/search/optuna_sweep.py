@@ -122,16 +122,21 @@ def open_study(
         raise ConfigError(
             f"the study {settings.study_name!r} in {_hidden(spec)} holds values of {known}, "
             f"and this sweep optimizes {metric}: the two cannot be compared in one study. Give "
-            "a new hydra.sweep.dir (or hydra.sweeper.study_name), or optimized_metric={known}."
+            f"a new hydra.sweep.dir (or hydra.sweeper.study_name), or optimized_metric={known}."
         )
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=storage or open_storage(spec),
-        sampler=sampler,
-        pruner=pruner,
-        directions=settings.directions,
-        load_if_exists=True,
-    )
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Using an existing study"
+    try:
+        study = optuna.create_study(
+            study_name=settings.study_name,
+            storage=storage or open_storage(spec),
+            sampler=sampler,
+            pruner=pruner,
+            directions=settings.directions,
+            load_if_exists=True,
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     if metric and not known:
         study.set_user_attr("trainlab_objective", metric)
     return study, spec
@@ -203,6 +208,13 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         _hidden(spec),
         _hidden(spec),
     )
+    if counted(study) >= n_trials:
+        log.info(
+            "the study holds %d trials, n_trials=%d: nothing to run (a larger "
+            "hydra.sweeper.n_trials tops it up)",
+            counted(study),
+            n_trials,
+        )
     batch_size = settings.n_jobs or launcher_parallelism(config, n_trials)
     n_objectives = len(settings.directions)
     with ask_lock(sweep_dir):
