@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -213,20 +212,9 @@ def verdict(name: str, value: float) -> str:
 def machine() -> str:
     import lightning
     import torch
+    from machine import machine as describe  # scripts/machine.py
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores visible, OMP_NUM_THREADS="
-        f"{os.environ.get('OMP_NUM_THREADS', '1')}; Python {platform.python_version()}, "
-        f"torch {torch.__version__}, lightning {lightning.__version__}"
-    )
+    return describe({"torch": torch.__version__, "lightning": lightning.__version__})
 
 
 # --- the bench -----------------------------------------------------------------------------

@@ -53,7 +53,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -272,25 +271,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = " load average {:.2f} {:.2f} {:.2f} at the start;".format(*os.getloadavg())
-    except OSError:
-        load = ""
     import optuna
     import torch
+    from machine import machine as describe  # scripts/machine.py
 
-    return (
-        f"{cpu}, {os.cpu_count()} cores visible,{load} OMP_NUM_THREADS=1; Python "
-        f"{platform.python_version()}, torch {torch.__version__}, optuna {optuna.__version__}"
-    )
+    return describe({"torch": torch.__version__, "optuna": optuna.__version__}, load=True)
 
 
 # --- the bench -----------------------------------------------------------------------------
