@@ -6,8 +6,12 @@
 - `records`: a job's `metrics.json` as the sweep sees it (its status; marking a dead job)
 - `plan`: the jobs a sweep was to run, so that a stopped sweep can say which never ran
 - `stopping`: a signal to the sweep process stops it cleanly (`SweepStopped`)
-- `optuna_study`: the ask-launch-tell loop of the Optuna sweeper, which tells diverged and
-  failed jobs to the study as failed trials instead of a fake value
+- the Optuna sweeper (hydra_plugins.trainlab_sweepers.optuna_sweeper calls them):
+  `optuna_sweep` one worker's run; `optuna_study` ask, launch, tell (pruned, failed and
+  untried trials as they are; n_trials as the study's total); `space` the search-space
+  syntax; `optuna_settings` the settings, samplers and pruners, checked before any trial;
+  `storage` where the study lives (a journal file by default); `ask_lock` the lock workers
+  count and ask under
 
 Nothing here imports torch: it runs in the sweep process, which trains nothing.
 """
