@@ -43,7 +43,7 @@ def interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     if n == 1:
         return Interval(1, mean, math.nan, math.nan, math.nan, level)
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = stats.t.ppf((1 + level) / 2, n - 1) * std / math.sqrt(n)
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * std / math.sqrt(n)
     return Interval(n, mean, std, mean - half, mean + half, level)
 
 
