@@ -127,7 +127,7 @@ def test_every_shipped_option_passes_the_checks(compose_in):
 
 
 # (knob, bad values): each of type and magnitude; `null` only where null means nothing
-NUMBER_KNOBS = ["lr", "weight_decay", "grad_clip", "warmup", "min_lr_ratio"]
+NUMBER_KNOBS = ["lr", "weight_decay", "grad_clip", "warmup", "min_lr_ratio", "lr_scaling_exponent"]
 WHOLE_KNOBS = [
     "batch_size",
     "max_epochs",
@@ -138,7 +138,7 @@ WHOLE_KNOBS = [
     "checkpoint_every_n_steps",
     "cv.folds",
 ]
-NULLABLE = {"grad_clip", "micro_batch_size", "threads"}
+NULLABLE = {"grad_clip", "micro_batch_size", "threads", "lr_scaling_exponent"}
 BAD_NUMBERS = ["nan", "inf", "-inf", "1e300", "[1,2]", "{a:1}", "null", "abc", "true"]
 BAD_WHOLE = ["nan", "inf", "2.5", "-3", "99999999999", "[1,2]", "null", "abc", "true"]
 VALUE_CASES = [
@@ -171,6 +171,8 @@ TEXT_AND_CHOICE_CASES = [
     ("optimized_metric", "null"),
     ("optimized_direction", "up"),
     ("lr_scaling", "cubic"),
+    ("lr_scaling", "power"),  # without lr_scaling_exponent
+    ("lr_scaling_exponent", "0.5"),  # with lr_scaling=none
     ("weight_decay_groups", "[a]"),
     ("ckpt_path", "[a,b]"),
     ("resume", "{a:1}"),

@@ -39,6 +39,22 @@ def test_accumulation_is_derived_from_the_global_batch():
 def test_lr_scaling_rules(rule, expected):
     p = plan(batch_size=1024, lr=0.001, lr_scaling=rule, base_batch_size=256)
     assert p.lr == 0.001 and p.lr_effective == pytest.approx(expected)
+    assert p.lr_scaling_exponent is None
+
+
+@pytest.mark.parametrize(
+    ("exponent", "expected"), [(1, 0.004), (0.5, 0.002), (0.25, 0.001 * 2**0.5), (-1, 0.00025)]
+)
+def test_power_rule_scales_by_the_given_exponent_and_records_it(exponent, expected):
+    p = plan(
+        batch_size=1024,
+        lr=0.001,
+        lr_scaling="power",
+        base_batch_size=256,
+        lr_scaling_exponent=exponent,
+    )
+    assert p.lr_effective == pytest.approx(expected)
+    assert p.as_dict()["lr_scaling_exponent"] == exponent and p.lr_scaling == "power"
 
 
 @pytest.mark.parametrize(
@@ -53,6 +69,14 @@ def test_lr_scaling_rules(rule, expected):
         (dict(micro_batch_size=0), "micro_batch_size=0"),
         (dict(base_batch_size=0), "base_batch_size=0"),
         (dict(lr_scaling="cubic"), "lr_scaling='cubic'"),
+        (dict(lr_scaling="power"), "lr_scaling=power needs lr_scaling_exponent"),
+        (dict(lr_scaling="sqrt", lr_scaling_exponent=0.7), "not allowed with lr_scaling=sqrt"),
+        (dict(lr_scaling="linear", lr_scaling_exponent=1), "linear is exponent 1"),
+        (dict(lr_scaling="none", lr_scaling_exponent=0.5), "lr_scaling_exponent=0.5"),
+        (dict(lr_scaling="power", lr_scaling_exponent=3), "from -2 to 2"),
+        (dict(lr_scaling="power", lr_scaling_exponent=float("nan")), "lr_scaling_exponent=nan"),
+        (dict(lr_scaling="power", lr_scaling_exponent=True), "lr_scaling_exponent=true"),
+        (dict(lr_scaling="power", lr_scaling_exponent="0.5"), "lr_scaling_exponent='0.5'"),
     ],
 )
 def test_plans_that_cannot_work_are_refused_with_the_numbers(kwargs, message):
@@ -124,3 +148,23 @@ def test_scaled_lr_reaches_the_optimizer_and_onecycle(compose_in):
         Path(record["trained"]["best_checkpoint"]).parent / "last.ckpt", weights_only=True
     )
     assert last["lr_schedulers"][0]["base_lrs"][0] == pytest.approx(0.002 / 25)  # max_lr/25
+
+
+def test_power_scaled_lr_reaches_the_optimizer_and_the_record(compose_in):
+    record = run_and_read(
+        compose_in,
+        "batch_size=256",
+        "lr=0.001",
+        "lr_scaling=power",
+        "lr_scaling_exponent=0.25",
+        "base_batch_size=16",
+        "max_epochs=1",
+    )
+    expected = 0.001 * 16**0.25  # (256 / 16) ** 0.25 = 2
+    assert record["plan"]["lr_effective"] == pytest.approx(expected)
+    assert record["plan"]["lr_scaling"] == "power"
+    assert record["plan"]["lr_scaling_exponent"] == 0.25
+    assert record["hparams"]["lr"] == 0.001
+    assert [g["lr"] for g in record["trained"]["optimizer"]["param_groups"]] == [
+        pytest.approx(expected)
+    ]

@@ -87,7 +87,7 @@ def check_config(
     check_text("precision", cfg.precision, "bf16-mixed")
     check_text("optimized_metric", cfg.optimized_metric, "val/acc_best")
     check_text("task_name", cfg.task_name, "train")
-    check_lr_scaling(cfg.lr_scaling)
+    check_lr_scaling(cfg.lr_scaling, cfg.lr_scaling_exponent)
     check_weight_decay_groups(cfg.weight_decay_groups)
     check_optional(check_whole_number, "threads", cfg.threads, 1, "1", 1024)
     check_objective(cfg)
@@ -119,6 +119,7 @@ TRAINING_ONLY = (
     "weight_decay",
     "weight_decay_groups",
     "lr_scaling",
+    "lr_scaling_exponent",
     "base_batch_size",
     "warmup",
     "min_lr_ratio",

@@ -10,6 +10,11 @@ The lr can follow the batch size by a scaling rule, applied here and nowhere els
 
     linear: lr_effective = lr x batch_size / base_batch_size     (Goyal et al., 2017)
     sqrt:   lr_effective = lr x sqrt(batch_size / base_batch_size) (for Adam-like optimizers)
+    power:  lr_effective = lr x (batch_size / base_batch_size) ** lr_scaling_exponent
+            (an exponent measured on your own sweep: trainlab.report.lr_batch_rule fits it)
+
+linear and sqrt fix their own exponent (1 and 0.5), so lr_scaling_exponent is given with
+power and only with power.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from trainlab.checks import ConfigError, check_choice, check_whole_number
+from trainlab.checks import ConfigError, check_choice, check_whole_number, shown
 
-LR_SCALINGS = ("none", "linear", "sqrt")
+LR_SCALINGS = ("none", "linear", "sqrt", "power")
+EXPONENT_RANGE = (-2.0, 2.0)  # beyond it the lr moves 16x per doubling of the batch
 
 
 @dataclass
@@ -33,22 +39,56 @@ class Plan:
     lr_scaling: str
     base_batch_size: int
     lr_effective: float
+    lr_scaling_exponent: float | None = None  # with lr_scaling=power; a record before it: None
     tuned: dict[str, Any] = field(default_factory=dict)  # what tune= measured and chose
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_lr_scaling(rule: Any) -> None:
+def check_lr_scaling(rule: Any, exponent: Any = None) -> None:
+    """The rule is one of LR_SCALINGS; lr_scaling_exponent is a number in EXPONENT_RANGE given
+    with power, and null with the rules that fix their own exponent."""
     check_choice(
-        "lr_scaling", rule, LR_SCALINGS, ": lr x (batch_size / base_batch_size), or its square root"
+        "lr_scaling",
+        rule,
+        LR_SCALINGS,
+        ": lr x (batch_size / base_batch_size), its square root, or its power lr_scaling_exponent",
     )
+    low, high = EXPONENT_RANGE
+    if exponent is not None:
+        number = isinstance(exponent, int | float) and not isinstance(exponent, bool)
+        if not number or not low <= exponent <= high:  # nan fails both comparisons
+            raise ConfigError(
+                f"lr_scaling_exponent={shown(exponent)} is not allowed: it is the power of "
+                f"batch_size / base_batch_size that multiplies lr with lr_scaling=power, a finite "
+                f"number from {low:g} to {high:g} (or null), e.g. lr_scaling_exponent=0.5."
+            )
+        if rule != "power":
+            fixed = {"linear": " (linear is exponent 1)", "sqrt": " (sqrt is exponent 0.5)"}
+            raise ConfigError(
+                f"lr_scaling_exponent={shown(exponent)} is not allowed with lr_scaling={rule}"
+                f"{fixed.get(rule, ' (no scaling)')}: the exponent is read only by "
+                f"lr_scaling=power. Use lr_scaling=power lr_scaling_exponent={exponent:g}, or "
+                f"leave lr_scaling_exponent=null."
+            )
+    elif rule == "power":
+        raise ConfigError(
+            "lr_scaling=power needs lr_scaling_exponent, the power of batch_size / "
+            "base_batch_size that multiplies lr; it is null. Give a number from "
+            f"{low:g} to {high:g}, e.g. lr_scaling=power lr_scaling_exponent=0.5 (or use "
+            "lr_scaling=linear or sqrt, which fix exponents 1 and 0.5)."
+        )
 
 
-def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
-    check_lr_scaling(rule)
+def scaled_lr(
+    lr: float, batch_size: int, base_batch_size: int, rule: str, exponent: float | None = None
+) -> float:
+    """The lr trained with: the one place a scaling rule is applied."""
+    check_lr_scaling(rule, exponent)
     ratio = batch_size / base_batch_size
-    return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
+    power = {"none": 0.0, "linear": 1.0, "sqrt": 0.5, "power": exponent}[rule]
+    return lr if power == 0 else lr * ratio**power
 
 
 def accumulation_for(batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -81,6 +121,7 @@ def make_plan(
     lr: float,
     lr_scaling: str,
     base_batch_size: Any,
+    lr_scaling_exponent: Any = None,
 ) -> Plan:
     check_whole_number("base_batch_size", base_batch_size, 1, "256")
     if batch_size % world_size:
@@ -101,7 +142,8 @@ def make_plan(
         lr=lr,
         lr_scaling=lr_scaling,
         base_batch_size=base_batch_size,
-        lr_effective=scaled_lr(lr, batch_size, base_batch_size, lr_scaling),
+        lr_effective=scaled_lr(lr, batch_size, base_batch_size, lr_scaling, lr_scaling_exponent),
+        lr_scaling_exponent=lr_scaling_exponent,
     )
 
 

@@ -88,6 +88,7 @@ def fit_and_test(
         lr=cfg.lr,
         lr_scaling=cfg.lr_scaling,
         base_batch_size=cfg.base_batch_size,
+        lr_scaling_exponent=cfg.lr_scaling_exponent,
     )
     if previous.get("plan", {}).get("tuned") and previous["plan"]["world_size"] == plan.world_size:
         plan = Plan(**previous["plan"])  # a resumed run keeps what tuning chose, without re-tuning
