@@ -1,97 +1,124 @@
 """The report's PNG plots: objective by lr, the lr x batch size grid, validation curves.
 
-Only completed jobs give a point or a cell value: a pruned job's value is partial, a diverged
-or failed one's a placeholder. The Optuna view of a search is in `optuna_view`.
+Where jobs repeat a configuration with other seeds, each plot draws the mean over the
+repeats with its uncertainty (a 95% band, a tie mark, a min-max band) so that a difference
+the seeds cannot tell apart does not read as a winner. The numbers drawn come from
+`plots_data`, where tests check them; the Optuna view of a search is in `optuna_view`.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
-from trainlab.report.files import write_atomic
+from trainlab.report.plots_curves import CURVES_OF_BEST, plot_val_curves
+from trainlab.report.plots_data import (
+    METRIC_LABELS,
+    better_word,
+    by_series,
+    direction_of,
+    has_repeats,
+    heatmap_cells,
+    label,
+    lr_curves,
+    lr_marks,
+    save_png,
+    series_keys,
+    series_name,
+    swept_keys,
+)
 
-METRIC_LABELS = {
-    "val/acc_best": "best validation accuracy",
-    "val/acc": "validation accuracy",
-    "val/loss": "validation loss",
-    "test/acc": "test accuracy",
-    "test/loss": "test loss",
-}
-CURVES_OF_BEST = 3
+__all__ = [
+    "CURVES_OF_BEST",
+    "METRIC_LABELS",
+    "label",
+    "plot_lr_batch_heatmap",
+    "plot_objective_vs_lr",
+    "plot_val_curves",
+    "save_png",
+    "swept_keys",
+]
 MAX_GRID = 12  # more distinct values than this: a search, not a grid
+MARKS = {  # the jobs without a value, drawn along the bottom of the plot
+    "diverged or failed": {"marker": "x", "color": "red", "s": 60},
+    "pruned": {"marker": "v", "color": "darkorange", "s": 40},
+}
 
 
-def label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def swept_keys(df) -> list[str]:
-    """The overridden keys that took more than one value in this sweep."""
-    keys = []
-    for override in df["overrides"]:
-        for part in str(override).split():
-            key = part.partition("=")[0].lstrip("+~")
-            if key not in keys and key in df and df[key].astype(str).nunique() > 1:
-                keys.append(key)
-    return keys
-
-
-def save_png(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return path
-
-
-def plot_objective_vs_lr(df, sweep_dir: Path, metric: str) -> Path | None:
-    """Objective against lr on a log axis, one line per optimizer (and batch size if swept)."""
-    import matplotlib.pyplot as plt
-
-    if "lr" not in df or df["lr"].nunique() < 2:
-        return None
-    series = [k for k in ("optimizer", "batch_size") if k in df and df[k].nunique() > 1]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    done = df[df["status"] == "completed"]
-    groups = done.groupby(series) if series else [((), done)]
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
+def _single_lines(ax, done, keys) -> None:
+    """One job per point (no repeats): the objective, or the cross-validation mean with its
+    std as error bars."""
+    groups = done.groupby(keys) if keys else [((), done)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
         group = group.sort_values("lr")
-        name = ", ".join(f"{k}={v}" for k, v in zip(series, key, strict=True)) or "all jobs"
+        name = series_name(keys, values)
         y = group["cv_mean"] if "cv_mean" in group and group["cv_mean"].notna().all() else None
         if y is not None:
             ax.errorbar(group["lr"], y, yerr=group["cv_std"], marker="o", capsize=3, label=name)
         else:
             ax.plot(group["lr"], group["objective"], marker="o", label=name)
-    bad = df[df["status"].isin(["diverged", "failed"])]
-    if len(bad) and len(done):
+
+
+def _mean_lines(ax, done) -> None:
+    """Per series: the mean over the repeats, its 95% band, and each repeat as a faint dot."""
+    groups = dict(by_series(done))
+    for name, points in lr_curves(done).items():
+        lrs = [p.lr for p in points]
+        line = ax.plot(lrs, [p.mean for p in points], marker="o", label=f"{name} (mean)")[0]
+        color = line.get_color()
+        lows, highs = [p.low for p in points], [p.high for p in points]
+        ax.fill_between(lrs, lows, highs, alpha=0.15, lw=0, color=color)
+        dots = groups[name]
+        ax.scatter(dots["lr"], dots["objective"], s=12, alpha=0.35, color=color)
+
+
+def plot_objective_vs_lr(
+    df, sweep_dir: Path, metric: str, direction: str | None = None
+) -> Path | None:
+    """Objective against lr, one line per optimizer (and batch size if swept): with repeats,
+    their mean, a shaded 95% interval and the repeats as faint dots. A log lr axis when lr
+    spans more than a decade."""
+    import matplotlib.pyplot as plt
+
+    if "lr" not in df or df["lr"].nunique() < 2:
+        return None
+    direction = direction or direction_of(df)
+    keys = series_keys(df)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    done = df[df["status"] == "completed"].dropna(subset=["objective"])
+    repeated = has_repeats(df)
+    if repeated:
+        _mean_lines(ax, done)
+    else:
+        _single_lines(ax, done, keys)
+    if len(done):
         bottom = done["objective"].min()
-        ax.scatter(
-            bad["lr"],
-            [bottom] * len(bad),
-            marker="x",
-            color="red",
-            s=60,
-            label="diverged or failed",
-            zorder=3,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel(label(metric))
-    ax.set_title(f"{label(metric).capitalize()} by learning rate")
+        for what, lrs in lr_marks(df).items():
+            ax.scatter(lrs, [bottom] * len(lrs), label=what, zorder=3, **MARKS[what])
+    lrs = df["lr"].dropna()
+    log = lrs.min() > 0 and lrs.max() / lrs.min() > 10
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("learning rate" + (" (log scale)" if log else ""))
+    ax.set_ylabel(f"{metric} ({better_word(direction)})")
+    how = "mean of the seeds, shaded: 95% CI, dots: each seed" if repeated else "one job a point"
+    ax.set_title(f"{label(metric).capitalize()} by learning rate\n({how})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return save_png(fig, sweep_dir / "objective_vs_lr.png")
 
 
 def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> Path | None:
-    """lr x batch size grid of the best objective per cell, for grid sweeps (an Optuna search
-    samples lr continuously: no grid to draw). Grey cells: no completed job; they name the
-    statuses of the jobs there (diverged, failed, pruned, ...)."""
+    """lr x batch size grid of the mean objective of the best configuration per cell, for
+    grid sweeps (an Optuna search samples lr continuously: no grid to draw). With repeats,
+    the cells the best cannot be told from (p >= 0.05) are outlined. Grey cells: no
+    completed job; they name the statuses of the jobs there (diverged, failed, pruned, ...)."""
     import matplotlib
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.patches import Rectangle
 
     if not {"lr", "batch_size"} <= set(df):
         return None
@@ -101,92 +128,57 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
     started = df[df["status"] != "never ran"]
     ran: dict[tuple, set[str]] = {}  # cell -> the statuses of the jobs that ran there
     for b, lr, status in zip(started["batch_size"], started["lr"], started["status"], strict=True):
-        ran.setdefault((b, lr), set()).add(str(status))
-    done = df[df["status"] == "completed"]
-    table = done.pivot_table(
-        index="batch_size",
-        columns="lr",
-        values="objective",
-        aggfunc="max" if direction == "maximize" else "min",
+        ran.setdefault((float(lr), b), set()).add(str(status))
+    cells = heatmap_cells(df.assign(direction=direction))
+    lrs, sizes = sorted(df["lr"].unique()), sorted(df["batch_size"].unique())
+    values = np.array(
+        [
+            [cells[(float(lr), b)].mean if (float(lr), b) in cells else np.nan for lr in lrs]
+            for b in sizes
+        ]
     )
-    table = table.reindex(
-        index=sorted(df["batch_size"].unique()), columns=sorted(df["lr"].unique())
-    )
-    fig, ax = plt.subplots(figsize=(1.2 * len(table.columns) + 2.5, 0.8 * len(table.index) + 2))
+    repeated = any(c.n > 1 for c in cells.values())
+    fig, ax = plt.subplots(figsize=(1.3 * len(lrs) + 2.8, 0.85 * len(sizes) + 2.4))
     cmap = matplotlib.colormaps["viridis" if direction == "maximize" else "viridis_r"]
     cmap = cmap.with_extremes(bad="lightgrey")
-    image = ax.imshow(np.ma.masked_invalid(table.to_numpy(dtype=float)), cmap=cmap, aspect="auto")
-    ax.set_xticks(range(len(table.columns)), [f"{v:g}" for v in table.columns])
-    ax.set_yticks(range(len(table.index)), [str(v) for v in table.index])
-    ax.set_xlabel("learning rate")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs])
+    ax.set_yticks(range(len(sizes)), [str(v) for v in sizes])
+    ax.set_xlabel("learning rate (log-spaced values)" if lrs[-1] / lrs[0] > 10 else "learning rate")
     ax.set_ylabel("batch size")
-    for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
-        if np.isnan(value):
-            here = ran.get((table.index[i], table.columns[j]))
-            text = "/\n".join(sorted(here)) if here else "not run"
-        else:
-            text = f"{value:.3f}"
-        ax.text(
-            j,
-            i,
-            text,
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="black",
-            bbox={"facecolor": "white", "alpha": 0.6, "lw": 0},
-        )
-    fig.colorbar(image, ax=ax, label=label(metric))
+    for i, b in enumerate(sizes):
+        for j, lr in enumerate(lrs):
+            cell = cells.get((float(lr), b))
+            if cell is None:
+                here = ran.get((float(lr), b))
+                text = "/\n".join(sorted(here)) if here else "not run"
+            else:
+                text = ("★ " if cell.best else "") + f"{cell.mean:.3f}"
+                text += f"\nn={cell.n}" if cell.n > 1 else ""
+                text += f" +{cell.bad} div." if cell.bad else ""
+                if repeated and cell.tied:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black",
+                bbox={"facecolor": "white", "alpha": 0.6, "lw": 0},
+            )
+    fig.colorbar(image, ax=ax, label=f"{metric} ({better_word(direction)})")
     ax.set_title(
         f"{label(metric).capitalize()}: learning rate x batch size\n"
-        "(best over the other swept settings)"
+        f"({'mean over the seeds of ' if repeated else ''}the best of the other swept settings)",
+        fontsize=10,
     )
-    return save_png(fig, sweep_dir / "heatmap_lr_batch_size.png")
-
-
-def plot_val_curves(df, sweep_dir: Path, unreadable: list[tuple[str, str]]) -> Path | None:
-    """Validation loss and accuracy per epoch for the best few completed jobs. A metrics.csv
-    that cannot be read is added to `unreadable` as (job, reason) and left out."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    from matplotlib.ticker import MaxNLocator
-
-    swept = swept_keys(df)
-    curves = []
-    for _, row in df[df["status"] == "completed"].head(CURVES_OF_BEST).iterrows():
-        job = sweep_dir / str(row["job"])
-        csv = next(
-            iter(sorted(job.glob("csv/metrics.csv")) or sorted(job.glob("fold_0/csv/metrics.csv"))),
-            None,
-        )
-        if csv is None:
-            continue
-        try:
-            logged = pd.read_csv(csv)
-        except Exception as err:  # empty, truncated, binary, not permitted
-            unreadable.append((str(row["job"]), f"{csv.relative_to(job)}: {err}"))
-            continue
-        if "epoch" not in logged:
-            unreadable.append((str(row["job"]), f"{csv.relative_to(job)}: no epoch column"))
-            continue
-        settings = " ".join(f"{k}={row[k]}" for k in swept)
-        name = f"job {row['job']}: {settings}" if settings else f"job {row['job']}"
-        curves.append((name, logged))
-    panels = [m for m in ("val/loss", "val/acc") if any(m in c for _, c in curves)]
-    if not curves or not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, metric in zip(axes[0], panels, strict=True):
-        for name, logged in curves:
-            if metric in logged:
-                per_epoch = logged.dropna(subset=[metric]).groupby("epoch")[metric].last()
-                ax.plot(per_epoch.index, per_epoch.values, marker=".", label=name)
-        if metric.endswith("loss"):
-            ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label(metric))
-        ax.set_title(f"{label(metric).capitalize()} per epoch, best {len(curves)} jobs")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    return save_png(fig, sweep_dir / "val_curves.png")
+    note = "★ best cell"
+    if repeated:
+        note += "; red outline: tied with the best (p >= 0.05, t-test on the seeds' values)"
+        note += "; n: completed seeds, div.: diverged or failed ones (not in the mean)"
+    lines = textwrap.wrap(note, width=int(fig.get_figwidth() * 15))
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, ha="left", va="bottom")
+    room = 0.035 * len(lines) * 4.1 / fig.get_figheight()
+    return save_png(fig, sweep_dir / "heatmap_lr_batch_size.png", rect=(0, room, 1, 1))
