@@ -58,8 +58,9 @@ def override_value(text: str) -> Any:
 
 
 def overrides_row(overrides: list[str]) -> dict[str, Any]:
-    """The overrides as columns: `lr=0.01` -> lr: 0.01."""
-    row: dict[str, Any] = {"overrides": " ".join(overrides)}
+    """The overrides as columns: `lr=0.01` -> lr: 0.01; `_overrides`: the list itself (a
+    tuple), which the configurations of the report group by (configs.py)."""
+    row: dict[str, Any] = {"overrides": " ".join(overrides), "_overrides": tuple(overrides)}
     for override in overrides:
         key, _, value = override.partition("=")
         row[key.lstrip("+~")] = override_value(value)

@@ -6,6 +6,8 @@ import contextlib
 import logging
 from pathlib import Path
 
+from trainlab.report import configs as grouping
+from trainlab.report import recommend
 from trainlab.report.files import write_atomic
 from trainlab.report.jobs import STATUS_ORDER, job_dirs, overrides_row, read_job, read_overrides
 from trainlab.report.optuna_view import optuna_plots
@@ -61,12 +63,16 @@ def write_report(
     plan: SweepPlan | None = None,
     jobs_ended: bool = False,
     ended_early: str | None = None,
+    repeat_knobs: list[str] | tuple[str, ...] | None = None,
 ) -> Path | None:
-    """summary.csv, summary.md and the plots in `sweep_dir`; returns summary.md's path.
+    """summary.csv, summary.md, configs.csv, configs.md, report.json and the plots in
+    `sweep_dir`; returns summary.md's path.
 
     `plan`: the jobs the sweep was to run (default: from multirun.yaml, for a grid); those
     without a directory are listed as never ran. `jobs_ended`: no job of the sweep runs any
     more. `ended_early`: why the sweep stopped before its end (e.g. "stopped by SIGTERM").
+    `repeat_knobs`: the knobs whose jobs are repeats of one configuration (default: the
+    sweep's `report_repeat_knobs`, else seed; see configs.py).
     """
     import matplotlib
 
@@ -83,6 +89,9 @@ def write_report(
     )
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
 
+    knobs = tuple(repeat_knobs) if repeat_knobs else grouping.repeat_knobs(sweep_dir)
+    answer = write_answers(sweep_dir, df, metric, direction, knobs)
+    df = df.drop(columns=["_overrides"], errors="ignore")
     started = df[df["status"] != "never ran"]
     found: list[tuple[str, str]] = []  # files the plots could not read
     plots = [
@@ -138,11 +147,12 @@ def write_report(
         )
     if unreadable:
         lines.append(f"- unreadable: {len(unreadable)} job files (listed below)")
+    lines += ["", *answer]
     shown = table.drop(columns=["error", "unreadable"]).astype(object)
     shown = shown.where(shown.notna(), None)  # an empty cell, not "nan", where nothing is known
     # a diverged or failed job's objective is a placeholder for sweepers, not a result
     shown.loc[shown["status"] != "completed", "objective"] = None
-    lines += ["", shown.to_markdown(index=False, floatfmt=".4g"), ""]
+    lines += ["## Jobs", "", shown.to_markdown(index=False, floatfmt=".4g"), ""]
     failed = df[df["error"].notna() & (df["status"] != "pruned")]
     if len(failed):
         lines += ["## Jobs that did not complete", ""]
@@ -168,3 +178,21 @@ def write_report(
     write_atomic(summary, lambda tmp: Path(tmp).write_text(text))
     log.info("sweep report: %s", summary)
     return summary
+
+
+def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs) -> list[str]:
+    """configs.csv, configs.md and report.json (configs.py, recommend.py); returns the
+    recommendation section of summary.md."""
+    ranked = grouping.rank(grouping.group(df, knobs), direction)
+    grouping.mark_ties(ranked)
+    notes = grouping.notes(ranked, knobs)
+    table = grouping.table(ranked)
+    write_atomic(sweep_dir / "configs.csv", lambda tmp: table.to_csv(tmp, index=False))
+    text = grouping.markdown(table, metric, direction, notes)
+    write_atomic(sweep_dir / "configs.md", lambda tmp: Path(tmp).write_text(text))
+    recommended = recommend.recommendation(ranked, df, knobs)
+    jobs = df.drop(columns=["_overrides"], errors="ignore")
+    rule = recommend.lr_batch_rule(jobs, direction, sweep_dir)
+    meta = {"objective": metric, "direction": direction, "repeat_knobs": list(knobs)}
+    recommend.write_json(sweep_dir / "report.json", recommended, table, notes, rule, meta)
+    return recommend.summary_lines(recommended, notes, metric)
