@@ -20,7 +20,7 @@ from trainlab.report.progress import ranking_lines
 from trainlab.search.plan import SweepPlan
 
 
-def job(sweep: Path, num: int, overrides: list[str], status: str | None, objective=None):
+def job(sweep: Path, num: int, overrides: list[str], status: str | None, objective=None, **extra):
     """A job directory as a run leaves it; status None: started, no record yet."""
     path = sweep / str(num)
     (path / ".hydra").mkdir(parents=True)
@@ -41,7 +41,7 @@ def job(sweep: Path, num: int, overrides: list[str], status: str | None, objecti
     }
     if not done:
         record["error"] = f"{status} on purpose"
-    (path / "metrics.json").write_text(json.dumps(record))
+    (path / "metrics.json").write_text(json.dumps({**record, **extra}))
 
 
 def sweep_of(sweep: Path, results: dict[str, list], seeds=(1, 2, 3)) -> None:
@@ -223,6 +223,16 @@ def test_lr_at_the_edge_for_its_optimizer_suggests_the_next_range(tmp_path):
     assert "largest lr tried" in text and "lr=0.1,0.32,1" in text
 
 
+def test_lr_edge_of_a_search_widens_its_range(tmp_path):
+    for num, (lr, value) in enumerate([(0.0003, 0.7), (0.002, 0.8), (0.05, 0.9)]):
+        job(tmp_path, num, [f"lr={lr}"], "completed", value, optuna={"trial": num})
+    write_report(tmp_path)
+    data = report_json(tmp_path)
+    assert data["edge"] == data["recommended"]["edge"]
+    assert data["edge"]["suggestion"] == "widen the lr search range to [0.0003, 0.5]"
+    assert len(data["configs"]) == 3  # each trial its own configuration
+
+
 def test_smallest_lr_edge_counts_diverged_jobs_as_tried(tmp_path):
     sweep_of(
         tmp_path,
@@ -331,3 +341,8 @@ def test_the_real_lr_batch_rule_lands_in_report_json(tmp_path):
     write_report(tmp_path)
     rule = report_json(tmp_path)["lr_batch_rule"]
     assert isinstance(rule, dict) and rule  # the other module's finding, whatever its keys
+    text = (tmp_path / "summary.md").read_text()
+    if "alpha" in rule:
+        assert "lr vs batch size: the best lr goes as batch_size **" in text
+    if rule.get("plot"):
+        assert f"({Path(rule['plot']).name})" in text

@@ -122,15 +122,33 @@ def write_json(path: Path, recommended, table, notes: list[str], rule, meta: dic
     """report.json, atomically: what summary.md says, for scripts."""
     configs = table.to_dict(orient="records") if len(table) else []
     data = {**meta, "recommended": recommended, "notes": notes, "configs": configs}
+    data["edge"] = (recommended or {}).get("edge")
     data["lr_batch_rule"] = rule
     write_json_atomic(path, data)
 
 
-def summary_lines(recommended: dict[str, Any] | None, notes: list[str], metric: str) -> list[str]:
+def rule_lines(rule: dict[str, Any] | None) -> list[str]:
+    """The lr-batch-size rule in one line (lr_batch_rule.py's keys, where present)."""
+    if not isinstance(rule, dict):
+        return []
+    alpha, ci = rule.get("alpha"), rule.get("alpha_ci")
+    if not isinstance(alpha, int | float):
+        return []
+    line = f"- lr vs batch size: the best lr goes as batch_size ** {alpha:.2f}"
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        line += f" (95% CI [{ci[0]:.2f}, {ci[1]:.2f}])"
+    if rule.get("use"):
+        line += f"; to train at another batch size: `{rule['use']}`"
+    return [line + " (report.json: lr_batch_rule)"]
+
+
+def summary_lines(
+    recommended: dict[str, Any] | None, notes: list[str], metric: str, rule=None
+) -> list[str]:
     """The recommendation section at the top of summary.md."""
     lines = ["## Recommendation", ""]
     if recommended is None:
-        return lines + ["- none: no configuration completed a run", ""]
+        return lines + ["- none: no configuration completed a run", *rule_lines(rule), ""]
     r = recommended
     spread = f" (95% CI [{r['ci'][0]:.4g}, {r['ci'][1]:.4g}])" if r["ci"] else ""
     lines.append(
@@ -150,5 +168,6 @@ def summary_lines(recommended: dict[str, Any] | None, notes: list[str], metric: 
             f"{e['suggestion']}"
         )
     lines += [f"- {n}" for n in notes]
+    lines += rule_lines(rule)
     lines.append("- every configuration, mean ± 95% CI: configs.md (configs.csv, report.json)")
     return lines + [""]

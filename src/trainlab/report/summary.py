@@ -90,7 +90,7 @@ def write_report(
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
 
     knobs = tuple(repeat_knobs) if repeat_knobs else grouping.repeat_knobs(sweep_dir)
-    answer = write_answers(sweep_dir, df, metric, direction, knobs)
+    answer, rule_plot = write_answers(sweep_dir, df, metric, direction, knobs)
     df = df.drop(columns=["_overrides"], errors="ignore")
     started = df[df["status"] != "never ran"]
     found: list[tuple[str, str]] = []  # files the plots could not read
@@ -172,6 +172,7 @@ def write_report(
         lines.append("")
         for job, why in unreadable:
             log.warning("sweep report: job %s: unreadable: %s", job, why)
+    plots.append(rule_plot)
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
     text = "\n".join(lines) + "\n"
     summary = sweep_dir / "summary.md"
@@ -180,9 +181,9 @@ def write_report(
     return summary
 
 
-def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs) -> list[str]:
+def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs):
     """configs.csv, configs.md and report.json (configs.py, recommend.py); returns the
-    recommendation section of summary.md."""
+    recommendation section of summary.md and the lr-batch-rule plot's path (or None)."""
     ranked = grouping.rank(grouping.group(df, knobs), direction)
     grouping.mark_ties(ranked)
     notes = grouping.notes(ranked, knobs)
@@ -195,4 +196,6 @@ def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs) -> li
     rule = recommend.lr_batch_rule(jobs, direction, sweep_dir)
     meta = {"objective": metric, "direction": direction, "repeat_knobs": list(knobs)}
     recommend.write_json(sweep_dir / "report.json", recommended, table, notes, rule, meta)
-    return recommend.summary_lines(recommended, notes, metric)
+    plot = rule.get("plot") if isinstance(rule, dict) else None
+    plot = Path(plot) if isinstance(plot, str) and Path(plot).is_file() else None
+    return recommend.summary_lines(recommended, notes, metric, rule), plot
