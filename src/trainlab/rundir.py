@@ -172,7 +172,7 @@ def _check_sweeper(config: Any, study: bool = False, created: Path | None = None
     rule (trainlab.search.optuna_settings). A refusal removes `created`: the sweep dir that
     the writable check made for this sweep, with the new study in it."""
     from trainlab.checks import ConfigError
-    from trainlab.search.optuna_settings import check_study, check_sweeper
+    from trainlab.search.optuna_checks import check_study, check_sweeper
 
     try:
         check_study(config) if study else check_sweeper(config)

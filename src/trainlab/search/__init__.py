@@ -9,7 +9,8 @@
 - the Optuna sweeper (hydra_plugins.trainlab_sweepers.optuna_sweeper calls them):
   `optuna_sweep` one worker's run; `optuna_study` ask, launch, tell (pruned, failed and
   untried trials as they are; n_trials as the study's total); `space` the search-space
-  syntax; `optuna_settings` the settings, samplers and pruners, checked before any trial;
+  syntax; `optuna_settings` the settings, samplers and pruners; `optuna_checks` their
+  checks before any trial;
   `storage` where the study lives (a journal file by default); `ask_lock` the lock workers
   count and ask under
 
