@@ -153,7 +153,7 @@ def test_single_repeats_beside_repeated_ones_get_the_measured_spread(tmp_path):
     write_report(tmp_path)
     notes = " ".join(report_json(tmp_path)["notes"])
     median_std = (0.02 + 0.1) / 2
-    assert "1 of 3 configurations ran once" in notes
+    assert "1 of 3 configurations completed once" in notes
     assert f"is {median_std:.3g}" in notes and f"~{2 * median_std:.3g} are not" in notes
 
 
@@ -223,14 +223,44 @@ def test_lr_at_the_edge_for_its_optimizer_suggests_the_next_range(tmp_path):
     assert "largest lr tried" in text and "lr=0.1,0.32,1" in text
 
 
-def test_lr_edge_of_a_search_widens_its_range(tmp_path):
+def test_a_search_gets_no_lr_edge_from_the_lrs_it_happened_to_try(tmp_path):
     for num, (lr, value) in enumerate([(0.0003, 0.7), (0.002, 0.8), (0.05, 0.9)]):
         job(tmp_path, num, [f"lr={lr}"], "completed", value, optuna={"trial": num})
     write_report(tmp_path)
     data = report_json(tmp_path)
-    assert data["edge"] == data["recommended"]["edge"]
-    assert data["edge"]["suggestion"] == "widen the lr search range to [0.0003, 0.5]"
+    assert data["edge"] is None and data["recommended"]["edge"] is None
     assert len(data["configs"]) == 3  # each trial its own configuration
+
+
+def test_a_config_that_diverged_in_some_seeds_is_not_recommended_over_a_clean_one(tmp_path):
+    sweep_of(tmp_path, {"lr=2": [0.95, "diverged", "diverged"], "lr=0.1": [0.85, 0.86, 0.84]})
+    text = write_report(tmp_path).read_text()
+    recommended = report_json(tmp_path)["recommended"]
+    assert recommended["overrides"] == "lr=0.1" and recommended["lost_repeats"] == 0
+    (passed,) = recommended["passed_over"]
+    assert "`lr=2`" in passed and "2 of its 3 repeats diverged or failed" in passed
+    assert "not taken: `lr=2`" in text
+
+
+def test_every_config_lost_repeats_the_best_is_flagged(tmp_path):
+    sweep_of(tmp_path, {"lr=2": [0.95, "diverged"], "lr=3": [0.9, "failed"]}, seeds=(1, 2))
+    text = write_report(tmp_path).read_text()
+    assert report_json(tmp_path)["recommended"]["lost_repeats"] == 1
+    assert "edge of stability" in text
+
+
+def test_two_repeats_warn_that_ties_say_little(tmp_path):
+    sweep_of(tmp_path, {"lr=0.01": [0.96, 0.95], "lr=0.1": [0.40, 0.90]}, seeds=(1, 2))
+    write_report(tmp_path)
+    notes = report_json(tmp_path)["notes"]
+    assert any("1 degree of freedom" in n for n in notes), notes
+
+
+def test_a_running_sweeps_answer_is_provisional(tmp_path):
+    job(tmp_path, 0, ["lr=0.01", "seed=1"], "completed", 0.9)
+    job(tmp_path, 1, ["lr=0.01", "seed=2"], None)
+    write_report(tmp_path)
+    assert "provisional" in report_json(tmp_path)["notes"][0]
 
 
 def test_smallest_lr_edge_counts_diverged_jobs_as_tried(tmp_path):

@@ -171,3 +171,11 @@ def test_report_writes_the_plots_with_repeats(tmp_path):
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
         image = matplotlib.image.imread(tmp_path / png)
         assert image.shape[0] > 300 and image.shape[1] > 300
+
+
+def test_val_curves_read_epochs_csv_when_there_is_no_csv_logger(tmp_path):
+    from trainlab.report.plots_curves import read_metrics
+
+    (tmp_path / "epochs.csv").write_text("epoch,step,val/acc,val/loss\n0,5,0.5,1.2\n1,10,0.7,0.9\n")
+    logged = read_metrics(tmp_path, [])
+    assert list(logged["val/acc"]) == [0.5, 0.7]

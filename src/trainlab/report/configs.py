@@ -191,12 +191,12 @@ def notes(ranked: list[Config], knobs: tuple[str, ...]) -> list[str]:
     called = "" if len(knobs) == 1 else f" ({', '.join(knobs)})"
     if single and len(single) == len(done):
         out.append(
-            f"every configuration ran once (one {what}): nothing can be concluded about the "
-            "differences between them"
+            f"every configuration completed once (one {what}): nothing can be concluded about "
+            "the differences between them"
         )
     elif single:
         out.append(
-            f"{len(single)} of {len(done)} configurations ran once: their differences cannot "
+            f"{len(single)} of {len(done)} configurations completed once: their differences cannot "
             "be tested"
         )
     if measured is None:
@@ -217,6 +217,11 @@ def notes(ranked: list[Config], knobs: tuple[str, ...]) -> list[str]:
         out.append(
             f"{len(tied)} configurations cannot be told apart from the best at 95% "
             f"(p >= {ALPHA}, marked tied)"
+        )
+    if any(c.n == 2 for c in [done[0], *tied]):
+        out.append(
+            f"with 2 repeats a t-test has 1 degree of freedom: `tied` then says little, and "
+            f"even large differences pass as ties; {knobs[0]}=1,2,3 (or more) tells them apart"
         )
     return out
 

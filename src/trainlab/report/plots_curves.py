@@ -32,11 +32,17 @@ class Curve(NamedTuple):
 
 
 def read_metrics(job: Path, unreadable: list[tuple[str, str]]):
-    """The job's logged metrics.csv (the first fold's under cross-validation), or None; one
-    that cannot be read is added to `unreadable` as (job, reason)."""
+    """The job's per-epoch metrics (the first fold's under cross-validation): the CSV
+    logger's metrics.csv, else epochs.csv, which every run writes (logger=none too); None
+    when neither is there. One that cannot be read is added to `unreadable` as (job, reason)."""
     import pandas as pd
 
-    found = sorted(job.glob("csv/metrics.csv")) or sorted(job.glob("fold_0/csv/metrics.csv"))
+    found = (
+        sorted(job.glob("csv/metrics.csv"))
+        or sorted(job.glob("fold_0/csv/metrics.csv"))
+        or sorted(job.glob("epochs.csv"))
+        or sorted(job.glob("fold_0/epochs.csv"))
+    )
     if not found:
         return None
     try:

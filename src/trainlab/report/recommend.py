@@ -40,6 +40,8 @@ def edge(config: Config, df, searched: bool = False) -> dict[str, Any] | None:
     tried with its optimizer (every job counts, diverged and never-ran ones too)."""
     lr = config.as_dict.get("lr")
     optimizer = config.as_dict.get("optimizer")
+    if searched:  # a search samples its range: the lrs it happened to try say nothing of
+        return None  # the range's edge (the space is in hydra.sweeper.params)
     if not isinstance(lr, int | float) or lr <= 0 or "_overrides" not in df:
         return None
     tried_set = set()
@@ -78,11 +80,33 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
+UNRELIABLE = ("diverged", "failed")
+
+
+def unreliable(config: Config) -> int:
+    """How many of the configuration's repeats diverged or failed."""
+    return sum(config.counts.get(s, 0) for s in UNRELIABLE)
+
+
 def recommendation(ranked: list[Config], df, knobs: tuple[str, ...]) -> dict[str, Any] | None:
-    """The best configuration as report.json's `recommended` (None when none completed)."""
-    if not ranked or not ranked[0].n:
+    """The best configuration as report.json's `recommended` (None when none completed):
+    the best mean among those whose repeats all ran to the end (a configuration that
+    diverged in some seeds sits at the edge of stability); the best mean overall when every
+    configuration lost some. `passed_over` names a better mean that was not taken, and why."""
+    done = [c for c in ranked if c.n]
+    if not done:
         return None
-    best = ranked[0]
+    clean = [c for c in done if not unreliable(c)]
+    best = (clean or done)[0]
+    passed = []
+    for other in done:
+        if other is best:
+            break
+        lost = unreliable(other)
+        passed.append(
+            f"`{other.text}` has a higher mean ({other.stats().mean:.4g}, {other.n} completed) "
+            f"but {lost} of its {other.n + lost} repeats diverged or failed"
+        )
     s = best.stats()
     repeats = [
         " ".join(f"{k}={v}" for k, v in zip(knobs, r, strict=True) if v is not None)
@@ -102,6 +126,8 @@ def recommendation(ranked: list[Config], df, knobs: tuple[str, ...]) -> dict[str
         "tied": [c.text for c in ranked if c.mark == "tied"],
         "command": command(best),
         "edge": edge(best, df, searched),
+        "passed_over": passed,
+        "lost_repeats": unreliable(best),
     }
 
 
@@ -137,8 +163,18 @@ def rule_lines(rule: dict[str, Any] | None) -> list[str]:
     line = f"- lr vs batch size: the best lr goes as batch_size ** {alpha:.2f}"
     if isinstance(ci, list | tuple) and len(ci) == 2:
         line += f" (95% CI [{ci[0]:.2f}, {ci[1]:.2f}])"
-    if rule.get("use"):
+    flagged = rule.get("flagged") or {}
+    few = (rule.get("repeats") or {}).get("min", 3) < 3
+    if flagged:
+        line += (
+            f"; but the best lr of batch size {', '.join(map(str, flagged))} is the best swept "
+            "lr, not a fitted peak (at the range's edge, or no peak): widen the lr range "
+            "there before using the rule"
+        )
+    elif rule.get("use"):
         line += f"; to train at another batch size: `{rule['use']}`"
+    if few:
+        line += "; fewer than 3 repeats per point: the interval is rough"
     return [line + " (report.json: lr_batch_rule)"]
 
 
@@ -156,6 +192,12 @@ def summary_lines(
         f"repeat{'s' if r['n'] != 1 else ''}"
         + (f" ({', '.join(r['repeats'])})" if r["repeats"] and any(r["repeats"]) else "")
     )
+    if r.get("lost_repeats"):
+        lines.append(
+            f"- but {r['lost_repeats']} of its repeats diverged or failed (every configuration "
+            "lost some): it sits at the edge of stability; a smaller lr is the safer choice"
+        )
+    lines += [f"- not taken: {p}" for p in r.get("passed_over", [])]
     lines.append(f"- train it: `{r['command']}`")
     if r["tied"]:
         lines.append(

@@ -187,6 +187,9 @@ def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs):
     ranked = grouping.rank(grouping.group(df, knobs), direction)
     grouping.mark_ties(ranked)
     notes = grouping.notes(ranked, knobs)
+    pending = int(df["status"].isin(("running", "unfinished", "never ran")).sum())
+    if pending:  # a report of a running (or stopped) sweep: the ranking may still change
+        notes.insert(0, f"{pending} jobs are running or have not run: this answer is provisional")
     table = grouping.table(ranked)
     write_atomic(sweep_dir / "configs.csv", lambda tmp: table.to_csv(tmp, index=False))
     text = grouping.markdown(table, metric, direction, notes)

@@ -46,6 +46,14 @@ def check_sweeper(config: DictConfig) -> SweepSettings | None:
     from trainlab.search.space import parse_space
 
     space = parse_space(settings.params, _task_overrides(config))
+    if "seed" in space.distributions:
+        raise ConfigError(
+            "the Optuna sweep would search over seed (a sweep of seed on the command line, or "
+            "in hydra.sweeper.params): the sampler would pick seeds as if they were a "
+            "hyperparameter, and the best trial would be the luckiest seed. Fix the seed "
+            "(seed=1), then train the best trial's configuration over seeds as a grid: "
+            "python train.py -m <its overrides> seed=1,2,3"
+        )
     if not space.distributions:
         raise ConfigError(
             "the Optuna sweep has nothing to search: hydra.sweeper.params is empty and the "
