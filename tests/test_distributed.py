@@ -331,7 +331,9 @@ def test_two_torchrun_nodes_on_loopback_train_one_run_with_one_command(tmp_path)
 def test_two_torchrun_nodes_without_a_shared_run_dir_are_both_refused(tmp_path):
     codes, output = torchrun_nodes(tmp_path, *TWO_NODES, "debug=limit", timeout=120)
     assert codes is not None and all(code not in (0, None) for code in codes), output
-    assert output.count("add hydra.run.dir=<shared path>") >= 2, output  # each node says it
+    # the node refused first ends its torchrun agent, whose rendezvous store the other node's
+    # agent then loses: that one may kill its worker before it prints (about 1 run in 5)
+    assert output.count("add hydra.run.dir=<shared path>") >= 1, output
     # each worker says why in one paragraph; the traceback after it is torchrun's own report
     assert 'train.py", line' not in output and "trainlab" not in output, output
     assert not (tmp_path / "outputs").exists()
