@@ -277,7 +277,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_told_from_its_record(tmp_path)
         (job / "metrics.json").write_text(json.dumps({"status": status, "objective": 0.9}))
     mine = study.ask()
     mine.set_user_attr("trainlab_worker", f"{socket.gethostname()}:{os.getpid()}")  # alive
-    settle_dead_workers(study, sweep, n_objectives=1)
+    settle_dead_workers(study, sweep)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING]
     assert study.trials[0].value == 0.9

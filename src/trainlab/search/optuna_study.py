@@ -59,19 +59,10 @@ def counted(study, below: int | None = None) -> int:
     return sum(counts(t) for t in trials if below is None or t.number < below)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def outcome_of(record: dict[str, Any] | None, n_objectives: int, value: Any = None):
+def outcome_of(record: dict[str, Any] | None, value: Any = None):
     """(state, values, user attributes) to tell for a job with this record (None: it wrote
-    none); `value` is what the job returned, when it returned."""
+    none); `value` is what the job returned, when it returned. One objective: the settings
+    refuse several."""
     from optuna.trial import TrialState
 
     record = record or {}
@@ -85,12 +76,9 @@ def outcome_of(record: dict[str, Any] | None, n_objectives: int, value: Any = No
         return TrialState.FAIL, None, attrs
     value = record.get("objective") if value is None else value
     try:
-        values = [float(v) for v in (value if n_objectives > 1 else [value])]
+        values = [float(value)]
     except (TypeError, ValueError):
         attrs["trainlab_error"] = f"the job returned {value!r}, not a number"
-        return TrialState.FAIL, None, attrs
-    if len(values) != n_objectives:
-        attrs["trainlab_error"] = f"{len(values)} values for {n_objectives} objectives"
         return TrialState.FAIL, None, attrs
     return TrialState.COMPLETE, values, attrs
 
@@ -111,7 +99,7 @@ def tell(study, trial, state, values, attrs: dict[str, Any]) -> str:
     return str(attrs.get("trainlab_status"))
 
 
-def tell_job(study, trial, ret, job_dir: Path, n_objectives: int) -> str:
+def tell_job(study, trial, ret, job_dir: Path) -> str:
     """Tell one trial from its job; returns the status told (a job that raised out of
     Hydra is `failed`). Without a JobReturn (the sweep stopped), its record decides."""
     from hydra.core.utils import JobStatus
@@ -129,21 +117,21 @@ def tell_job(study, trial, ret, job_dir: Path, n_objectives: int) -> str:
         if record["status"] == "completed":
             record["status"] = "failed"
     value = ret.return_value if ret is not None and ret.status == JobStatus.COMPLETED else None
-    return tell(study, trial, *outcome_of(record, n_objectives, value))
+    return tell(study, trial, *outcome_of(record, value))
 
 
-def settle_dead_workers(study, sweep_dir: Path, n_objectives: int) -> None:
+def settle_dead_workers(study, sweep_dir: Path) -> None:
     """Trials left RUNNING by a worker process of this machine that is gone: told from what
     their job recorded (a job that never finished is marked failed with the cause)."""
     from optuna.trial import TrialState
 
-    from trainlab.runlock import LOCK_FILE, read_lock, stale_reason, this_process
+    from trainlab.runlock import LOCK_FILE, is_alive, read_lock, stale_reason, this_process
 
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get("trainlab_worker", ""))
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or is_alive(int(pid), None):
             continue
         job_dir = sweep_dir / str(trial.number)
         holder = read_lock(job_dir / LOCK_FILE)
@@ -154,7 +142,7 @@ def settle_dead_workers(study, sweep_dir: Path, n_objectives: int) -> None:
             cause = f"the sweep worker that ran it ({owner}) ended before the job did"
             record = mark_dead(job_dir, cause, -9)
         log.warning("trial %d was left running by %s, which is gone: told now", trial.number, owner)
-        tell(study, trial, *outcome_of(record or {"status": "never ran"}, n_objectives))
+        tell(study, trial, *outcome_of(record or {"status": "never ran"}))
 
 
 def requeue_untried(study) -> int:
@@ -217,7 +205,6 @@ def ask_batch(study, space, size: int, n_trials: int, first: bool) -> list[Any]:
 
 def launch_batch(sweeper, study, trials: list[Any], space, sweep_dir: Path) -> list[str]:
     """Launch the trials' jobs and tell their outcomes; returns the statuses told."""
-    n_objectives = len(study.directions)
     overrides = [trial_overrides(space, t) for t in trials]
     numbers = [t.number for t in trials]
     consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
@@ -233,9 +220,9 @@ def launch_batch(sweeper, study, trials: list[Any], space, sweep_dir: Path) -> l
         given = returns + (list(stop.returns) if isinstance(stop, SweepStopped) else [])
         for i, trial in enumerate(trials):
             ret = given[i] if i < len(given) else None
-            tell_job(study, trial, ret, sweep_dir / str(trial.number), n_objectives)
+            tell_job(study, trial, ret, sweep_dir / str(trial.number))
         raise
     return [
-        tell_job(study, t, r, sweep_dir / str(t.number), n_objectives)
+        tell_job(study, t, r, sweep_dir / str(t.number))
         for t, r in zip(trials, returns, strict=True)
     ]

@@ -216,9 +216,8 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
             n_trials,
         )
     batch_size = settings.n_jobs or launcher_parallelism(config, n_trials)
-    n_objectives = len(settings.directions)
     with ask_lock(sweep_dir):
-        settle_dead_workers(study, sweep_dir, n_objectives)
+        settle_dead_workers(study, sweep_dir)
         requeue_untried(study)
     first, told = True, []
     while True:
@@ -241,15 +240,12 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
 
 
 def write_results(sweep_dir: Path, study) -> None:
-    """optimization_results.yaml, as hydra-optuna-sweeper wrote it: the best completed trial
-    (the Pareto front with several objectives)."""
+    """optimization_results.yaml, as hydra-optuna-sweeper wrote it: the best completed trial."""
     from optuna.trial import TrialState
 
     results: dict[str, Any] = {"name": "optuna"}
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(study.directions) > 1:
-        results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
-    elif completed:
+    if completed:
         best = study.best_trial
         results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
         log.info("best trial %d: %s, value %s", best.number, best.params, best.value)
