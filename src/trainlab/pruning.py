@@ -140,8 +140,6 @@ def trial_pruning(metric: str, max_epochs: int | None, cv_folds: int) -> TrialPr
         return None  # the variable outlived its sweep (a run started from that shell)
     settings = settings_of(OmegaConf.to_container(hydra.sweeper, resolve=True))
     spec = storage_spec(settings.storage, hydra.sweep.dir)
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
     study = optuna.load_study(
         study_name=settings.study_name,
         storage=open_storage(spec),

@@ -166,10 +166,7 @@ def _named(choice: Any) -> str:
 
 def run_study(sweeper: Any, arguments: list[str]) -> None:
     """The worker's whole run (module text); ConfigError for a setting that cannot work."""
-    import optuna
 
-    optuna.logging.disable_default_handler()  # through Hydra's log (console, multirun.log)
-    optuna.logging.enable_propagation()
     config = sweeper.config
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,8 @@ def open_storage(spec: str) -> Any:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    optuna.logging.disable_default_handler()  # its lines go through Hydra's log (train.log,
+    optuna.logging.enable_propagation()  # multirun.log) like every other logger's
     if is_journal(spec):
         path = Path(spec)
         try:
