@@ -1,7 +1,7 @@
 """The live bar on a terminal: Lightning's RichProgressBar, showing this epoch's train numbers.
 
 The template's LightningModules log their train/ means once, at the end of each epoch
-(trainlab.models.epoch_metrics), so Lightning's bar shows the previous epoch's train/loss
+(trainlab.tasks.epoch_metrics), so Lightning's bar shows the previous epoch's train/loss
 all through the next one. `LiveBar` shows the running means of the epoch in progress,
 read from the module's `train_metrics` sums, in their place.
 
@@ -24,7 +24,7 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 
-from trainlab.models.epoch_metrics import EpochSums
+from trainlab.tasks.epoch_metrics import EpochSums
 
 
 class LiveBar(RichProgressBar):

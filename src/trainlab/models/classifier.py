@@ -15,9 +15,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from trainlab.models.epoch_metrics import EpochSums, LogsEpochMeans
-from trainlab.models.lean import LeanHooks
 from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
+from trainlab.tasks.epoch_metrics import EpochSums, LogsEpochMeans
+from trainlab.tasks.lean import LeanHooks
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from trainlab.models.epoch_metrics import EpochSums, LogsEpochMeans
-from trainlab.models.lean import LeanHooks
 from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
+from trainlab.tasks.epoch_metrics import EpochSums, LogsEpochMeans
+from trainlab.tasks.lean import LeanHooks
 
 log = logging.getLogger(__name__)
 
