@@ -149,7 +149,7 @@ def test_the_console_line_of_a_pruned_job_says_how_far_it_got(tmp_path):
     assert line.startswith("job 4 lr=0.01: pruned at epoch 2 (val/acc 0.64) (best so far ")
     assert f"best so far {best:.4g}" in line
     line = job_line(tmp_path, tmp_path / "7", ["lr=0.02"])
-    assert line.startswith("job 7 lr=0.02: pruned after 2 folds (val/acc 0.67)")
+    assert line.startswith("job 7 lr=0.02: pruned after 2 folds (fold 2: val/acc 0.67)")
 
 
 def test_fewer_than_8_trials_draw_no_optuna_plots(tmp_path):

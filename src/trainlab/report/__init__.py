@@ -16,6 +16,7 @@ matplotlib are imported only when a report is written, so that single runs do no
 - `stats`: the Student-t interval and the t-tests the configurations use
 - `progress`: the console lines of a sweep (per job, and the ranking at its end)
 - `plots`: the PNG plots; `optuna_view`: those of an Optuna study (history, importances)
+- `names`: any metric name in words (val/auroc_best -> best validation AUROC), which way is better
 - `pruned`: how far a trial the pruner stopped got (an outcome, ranked after the completed)
 - `callback`: the Hydra callback; `cli`: the command
 """

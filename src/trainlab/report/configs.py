@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.report.jobs import STATUS_ORDER, override_value
+from trainlab.report.names import better_word, label
 from trainlab.report.stats import Interval, differ_p, interval
 
 REPEAT_KNOBS = ("seed",)
@@ -265,7 +266,8 @@ def table(ranked: list[Config]):
 
 def markdown(df, metric: str, direction: str, note_lines: list[str]) -> str:
     """configs.md: the notes, then the table (mean [95% CI] in one column)."""
-    lines = [f"# Configurations: {metric}, {direction}d", ""]
+    lines = [f"# Configurations: {metric} ({label(metric)}), {direction}d", ""]
+    lines += [f"- {better_word(direction)}; mean [95% CI] over each configuration's repeats"]
     lines += [f"- {n}" for n in note_lines] + [""]
     if len(df):
 

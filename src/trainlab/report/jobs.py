@@ -134,6 +134,27 @@ def mapping(record: dict[str, Any], key: str, problems: list[str]) -> dict[str, 
     return {}
 
 
+def run_length(trained: dict[str, Any]) -> tuple[Any, Any, int | None]:
+    """(epochs, optimizer steps, folds): a cross-validation job's (`trained.folds`, one
+    record per fold) are the mean per fold over all its folds, so that it compares with a
+    job that trained once; folds is None for a job that did not cross-validate."""
+    folds = trained.get("folds")
+    if not isinstance(folds, list) or not folds:
+        return trained.get("epochs"), trained.get("optimizer_steps"), None
+    fits = [f for f in folds if isinstance(f, dict)]
+
+    def mean(key: str) -> float | int | None:
+        values = [v for f in fits if (v := number(f.get(key))) is not None]
+        if not values:
+            return None
+        value = sum(values) / len(values)
+        return int(value) if value.is_integer() else round(value, 2)
+
+    cv = trained.get("cv") if isinstance(trained.get("cv"), dict) else {}
+    k = cv.get("folds") if isinstance(cv.get("folds"), int) else len(folds)
+    return mean("epochs"), mean("optimizer_steps"), k
+
+
 def read_job(job: Path, jobs_ended: bool = False) -> dict[str, Any]:
     """One row of the summary. `jobs_ended`: the sweep's jobs have all stopped (the report is
     written as the sweep process exits), so a job still `running` was interrupted."""
@@ -160,9 +181,7 @@ def read_job(job: Path, jobs_ended: bool = False) -> dict[str, Any]:
     trial = mapping(record, "optuna", problems).get("trial")
     pruned = mapping(record, "pruned", problems) if record["status"] == "pruned" else None
     row.update(mapping(record, "hparams", problems))  # typed as the run saw them
-    folds = trained.get("folds")
-    first = folds[0] if isinstance(folds, list) and folds else None
-    first_fold = first if isinstance(first, dict) else {}
+    epochs, steps, k = run_length(trained)
     status = record["status"]
     error = record.get("error")
     if status == "running" and jobs_ended:
@@ -172,12 +191,15 @@ def read_job(job: Path, jobs_ended: bool = False) -> dict[str, Any]:
         status=status,
         objective=number(record.get("objective")),
         optimized_metric=record.get("optimized_metric"),
-        direction=record.get("direction", "maximize"),
-        epochs=first_fold.get("epochs", trained.get("epochs")),
+        direction=record.get("direction"),  # none: the sweep's (summarize)
+        epochs=epochs,
+        steps=steps,
         duration_s=number(record.get("duration_s")),
         error=error,
         unreadable="; ".join(problems) or None,
     )
+    if k is not None:
+        row["cv_folds"] = k
     if trial is not None:
         row["trial"] = trial  # the Optuna trial number, as optuna-dashboard shows it
     if pruned is not None:
@@ -188,7 +210,9 @@ def read_job(job: Path, jobs_ended: bool = False) -> dict[str, Any]:
             pruned_metric=pruned.get("metric"),
         )
         return row  # its metrics are partial: no cv mean or test result beside final ones
-    if "cv/mean" in metrics:
-        row["cv_mean"], row["cv_std"] = number(metrics["cv/mean"]), number(metrics.get("cv/std"))
+    cv = trained.get("cv") if isinstance(trained.get("cv"), dict) else {}
+    if "cv/mean" in metrics or cv:
+        row["cv_mean"] = number(metrics.get("cv/mean", cv.get("mean")))
+        row["cv_std"] = number(metrics.get("cv/std", cv.get("std")))
     row.update({name: number(v) for name, v in metrics.items() if name.startswith("test/")})
     return row

@@ -22,7 +22,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from trainlab.report.plots import label, save_png
+from trainlab.report.names import better_word, label
+from trainlab.report.plots_data import save_png
 from trainlab.search.storage import read_study_file
 
 log = logging.getLogger("trainlab.report")
@@ -114,7 +115,7 @@ def plot_history(trials: list, sweep_dir: Path, metric: str, maximize: bool, sta
             zorder=3,
         )
     ax.set_xlabel("trial number")
-    ax.set_ylabel(label(metric))
+    ax.set_ylabel(f"{label(metric)} ({better_word('maximize' if maximize else 'minimize')})")
     ax.set_title(f"Optuna search: {label(metric)} by trial ({'max' if maximize else 'min'}imized)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

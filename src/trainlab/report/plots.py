@@ -11,15 +11,13 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from trainlab.report.names import better_word, label, titled
 from trainlab.report.plots_curves import CURVES_OF_BEST, plot_val_curves
 from trainlab.report.plots_data import (
-    METRIC_LABELS,
-    better_word,
     by_series,
     direction_of,
     has_repeats,
     heatmap_cells,
-    label,
     lr_curves,
     lr_marks,
     save_png,
@@ -30,7 +28,7 @@ from trainlab.report.plots_data import (
 
 __all__ = [
     "CURVES_OF_BEST",
-    "METRIC_LABELS",
+    "better_word",
     "label",
     "plot_lr_batch_heatmap",
     "plot_objective_vs_lr",
@@ -103,7 +101,9 @@ def plot_objective_vs_lr(
     ax.set_xlabel("learning rate" + (" (log scale)" if log else ""))
     ax.set_ylabel(f"{metric} ({better_word(direction)})")
     how = "mean of the seeds, shaded: 95% CI, dots: each seed" if repeated else "one job a point"
-    ax.set_title(f"{label(metric).capitalize()} by learning rate\n({how})", fontsize=10)
+    if "cv_folds" in done and done["cv_folds"].notna().any():  # a job's value is a mean itself
+        how += "; a job: its mean over its folds" + ("" if repeated else ", bars: their std")
+    ax.set_title(f"{titled(metric, direction)} by learning rate\n({how})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -170,7 +170,7 @@ def plot_lr_batch_heatmap(df, sweep_dir: Path, metric: str, direction: str) -> P
             )
     fig.colorbar(image, ax=ax, label=f"{metric} ({better_word(direction)})")
     ax.set_title(
-        f"{label(metric).capitalize()}: learning rate x batch size\n"
+        f"{titled(metric, direction)}: learning rate x batch size\n"
         f"({'mean over the seeds of ' if repeated else ''}the best of the other swept settings)",
         fontsize=10,
     )

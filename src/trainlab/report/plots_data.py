@@ -18,30 +18,23 @@ from typing import NamedTuple
 from trainlab.report.files import write_atomic
 from trainlab.report.stats import Interval, differ_p, interval
 
-METRIC_LABELS = {
-    "val/acc_best": "best validation accuracy",
-    "val/acc": "validation accuracy",
-    "val/loss": "validation loss",
-    "test/acc": "test accuracy",
-    "test/loss": "test loss",
-}
 SEED_KEYS = ("seed",)
 TIE_P = 0.05  # p >= this against the best: the data cannot tell the two apart
 BAD = ("diverged", "failed")
 
 
-def label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
 def direction_of(df) -> str:
+    """The records' direction (maximize only where no record says)."""
     if "direction" in df and df["direction"].notna().any():
         return str(df["direction"].dropna().iloc[0])
     return "maximize"
 
 
-def better_word(direction: str) -> str:
-    return "higher is better" if direction == "maximize" else "lower is better"
+def objective_of(df) -> str | None:
+    """The records' optimized metric (e.g. val/auroc_best), None where no record says."""
+    if "optimized_metric" in df and df["optimized_metric"].notna().any():
+        return str(df["optimized_metric"].dropna().iloc[0])
+    return None
 
 
 def swept_keys(df) -> list[str]:

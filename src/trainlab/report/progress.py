@@ -30,17 +30,27 @@ def _objective(record: dict[str, Any] | None) -> float | None:
 
 
 def best_so_far(sweep_dir: Path) -> tuple[str, float, str] | None:
-    """(job, objective, metric) of the best completed job of the sweep so far."""
+    """(job, objective, metric) of the best completed job of the sweep so far, by the
+    direction its records give (maximize only where none says)."""
     best = None
-    for job in job_dirs(sweep_dir):
-        record, _ = read_record(job)
+    records = [(job, read_record(job)[0]) for job in job_dirs(sweep_dir)]
+    said = [r.get("direction") for _, r in records if r and r.get("direction")]
+    sign = 1.0 if said and said[0] == "minimize" else -1.0
+    for job, record in records:
         value = _objective(record)
         if value is None:
             continue
-        sign = -1.0 if record.get("direction", "maximize") == "maximize" else 1.0
         if best is None or sign * value < sign * best[1]:
             best = (job.name, value, str(record.get("optimized_metric", "objective")))
     return best
+
+
+def _over_folds(record: dict[str, Any]) -> str:
+    """` (mean of 5 folds)` for a cross-validation job's objective, else ''."""
+    trained = record.get("trained")
+    cv = trained.get("cv") if isinstance(trained, dict) else None
+    folds = cv.get("folds") if isinstance(cv, dict) else None
+    return f" (mean of {folds} folds)" if isinstance(folds, int) and folds > 0 else ""
 
 
 def planned_jobs(sweep_dir: Path) -> int | None:
@@ -60,7 +70,7 @@ def job_line(sweep_dir: Path, job_dir: Path, overrides: list[str]) -> str:
     line = f"job {job_dir.name}{f'/{total}' if total else ''} {' '.join(overrides)}: {status}"
     value = _objective(record)
     if value is not None:
-        line += f", {record.get('optimized_metric')} {value:.4g}"
+        line += f", {record.get('optimized_metric')} {value:.4g}{_over_folds(record)}"
     elif (record or {}).get("error"):
         line += f": {str(record['error'])[:160]}"
     best = best_so_far(sweep_dir)

@@ -37,12 +37,15 @@ def reached(pruned: dict[str, Any]) -> str | None:
 
 
 def describe(pruned: dict[str, Any]) -> str:
-    """`pruned at epoch 4 (val/acc 0.91)`, `pruned after 2 folds (val/acc 0.91)`."""
+    """`pruned at epoch 4 (val/acc 0.91)`, `pruned after 2 folds (fold 2: val/acc 0.91)`:
+    a cross-validation job is judged by its last fold's own value, not a mean."""
     where = reached(pruned)
     text = "pruned"
     if where is not None:
         text += f" {'at' if where.startswith('epoch') else 'after'} {where}"
     value = value_then(pruned)
     if value is not None:
-        text += f" ({pruned.get('metric') or 'value'} {value:.4g})"
+        fold = _count(pruned.get("fold")) if _count(pruned.get("epoch")) is None else None
+        then = f"fold {fold}: " if fold is not None else ""
+        text += f" ({then}{pruned.get('metric') or 'value'} {value:.4g})"
     return text

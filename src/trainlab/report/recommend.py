@@ -104,7 +104,7 @@ def recommendation(ranked: list[Config], df, knobs: tuple[str, ...]) -> dict[str
             break
         lost = unreliable(other)
         passed.append(
-            f"`{other.text}` has a higher mean ({other.stats().mean:.4g}, {other.n} completed) "
+            f"`{other.text}` has a better mean ({other.stats().mean:.4g}, {other.n} completed) "
             f"but {lost} of its {other.n + lost} repeats diverged or failed"
         )
     s = best.stats()

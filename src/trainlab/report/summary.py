@@ -10,9 +10,9 @@ from trainlab.report import configs as grouping
 from trainlab.report import recommend
 from trainlab.report.files import write_atomic
 from trainlab.report.jobs import STATUS_ORDER, job_dirs, overrides_row, read_job, read_overrides
+from trainlab.report.names import better_word, label
 from trainlab.report.optuna_view import optuna_plots
 from trainlab.report.plots import (
-    label,
     plot_lr_batch_heatmap,
     plot_objective_vs_lr,
     plot_val_curves,
@@ -43,9 +43,10 @@ def summarize(sweep_dir: Path, plan: SweepPlan | None = None, jobs_ended: bool =
     for column in ("objective", "direction", "optimized_metric", "error", "unreadable"):
         if column not in df:
             df[column] = None
-    if "trial" in df:  # whole numbers, also beside the jobs that have none (never ran)
-        with contextlib.suppress(TypeError, ValueError):  # not numbers: left as they are
-            df["trial"] = df["trial"].astype("Int64")
+    for whole in ("trial", "cv_folds"):  # whole numbers, also beside jobs that have none
+        if whole in df:
+            with contextlib.suppress(TypeError, ValueError):  # not numbers: left as they are
+                df[whole] = df[whole].astype("Int64")
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
     completed = df["status"] == "completed"
     sign = -1.0 if direction == "maximize" else 1.0
@@ -110,9 +111,9 @@ def write_report(
 
     columns = ["best", "job", "trial", "overrides", "status", "objective", "reached"]
     columns += ["reached_value"] if "reached_value" in df else []
-    columns += [c for c in ("cv_mean", "cv_std") if c in df]
+    columns += [c for c in ("cv_mean", "cv_std", "cv_folds") if c in df]
     columns += sorted(c for c in df if c.startswith("test/"))
-    columns += [c for c in ("epochs", "duration_s") if c in df]
+    columns += [c for c in ("epochs", "steps", "duration_s") if c in df and df[c].notna().any()]
     columns += [k for k in swept_keys(df) if k not in columns]
     columns += ["error", "unreadable"]
     table = df[[c for c in columns if c in df]]
@@ -123,9 +124,12 @@ def write_report(
         f"# Sweep report: {sweep_dir.name}",
         "",
         f"- sweep directory: `{sweep_dir}`",
-        f"- objective: {metric} ({label(metric)}), {direction}d",
+        f"- objective: {metric} ({label(metric)}), {direction}d: {better_word(direction)}",
         "- jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUS_ORDER if counts.get(s)),
     ]
+    cv = cv_note(df, metric)
+    if cv:
+        lines.append(f"- cross-validation: {cv}")
     if counts.get("pruned"):
         pruned_metric = df["pruned_metric"].dropna()
         then = pruned_metric.iloc[0] if len(pruned_metric) else "the pruned metric"
@@ -152,6 +156,9 @@ def write_report(
     shown = shown.where(shown.notna(), None)  # an empty cell, not "nan", where nothing is known
     # a diverged or failed job's objective is a placeholder for sweepers, not a result
     shown.loc[shown["status"] != "completed", "objective"] = None
+    if cv:  # the column says what a cross-validation job's objective is
+        of = f"objective (cross-validation: mean of {cv_folds(df)} folds)"
+        shown = shown.rename(columns={"objective": of})
     lines += ["## Jobs", "", shown.to_markdown(index=False, floatfmt=".4g"), ""]
     failed = df[df["error"].notna() & (df["status"] != "pruned")]
     if len(failed):
@@ -187,6 +194,9 @@ def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs):
     ranked = grouping.rank(grouping.group(df, knobs), direction)
     grouping.mark_ties(ranked)
     notes = grouping.notes(ranked, knobs)
+    folds = cv_folds(df)
+    if folds:  # configs.md and report.json say it too: a repeat's value is a mean itself
+        notes.append(f"cross-validation: each repeat's value is its mean over {folds} folds")
     pending = int(df["status"].isin(("running", "unfinished", "never ran")).sum())
     if pending:  # a report of a running (or stopped) sweep: the ranking may still change
         notes.insert(0, f"{pending} jobs are running or have not run: this answer is provisional")
@@ -201,4 +211,24 @@ def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs):
     recommend.write_json(sweep_dir / "report.json", recommended, table, notes, rule, meta)
     plot = rule.get("plot") if isinstance(rule, dict) else None
     plot = Path(plot) if isinstance(plot, str) and Path(plot).is_file() else None
-    return recommend.summary_lines(recommended, notes, metric, rule), plot
+    said = f"{metric} (mean of {folds} folds)" if folds else metric
+    return recommend.summary_lines(recommended, notes, said, rule), plot
+
+
+def cv_note(df, metric: str) -> str | None:
+    """What a cross-validation job's numbers are, in words; None when no job cross-validated."""
+    k = cv_folds(df)
+    if k is None:
+        return None
+    return (
+        f"a job's objective is the mean of its {metric} over its {k} folds (cv_std: their "
+        "standard deviation); its epochs and steps are the mean per fold, its curves the "
+        "mean over the folds with their min-max band"
+    )
+
+
+def cv_folds(df) -> str | None:
+    """How many folds the cross-validation jobs ran ("3", or "3/5" when they differ)."""
+    if "cv_folds" not in df or not df["cv_folds"].notna().any():
+        return None
+    return "/".join(str(k) for k in sorted({int(k) for k in df["cv_folds"].dropna()}))
