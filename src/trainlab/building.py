@@ -5,6 +5,7 @@ any work, so a bad value is one message), the best-so-far that follows the objec
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import warnings
 from typing import Any
@@ -119,6 +120,29 @@ def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
     cfg = copy.deepcopy(cfg)
     OmegaConf.update(cfg, "lr", lr)
     return instantiate(cfg.optimizer), instantiate(cfg.scheduler)
+
+
+def build_module(
+    model_cfg: DictConfig, task_cfg: DictConfig | None, optimizer: Any, scheduler: Any
+) -> L.LightningModule:
+    """The LightningModule of `model_cfg`, given the optimizer partial, the scheduler spec and
+    the task (trainlab.tasks.task.Task, from `task_cfg`) when its class takes a `task`.
+    Objects go in by a call, not through instantiate's kwargs, which would turn a dataclass
+    such as SchedulerSpec into a config node."""
+    build = instantiate(model_cfg, _partial_=True)
+    extra = {}
+    if task_cfg is not None and "task" in inspect.signature(build.func).parameters:
+        extra["task"] = instantiate(task_cfg)
+    return build(optimizer=optimizer, scheduler=scheduler, **extra)
+
+
+def check_model_fits_data(module: L.LightningModule, datamodule: Any, data_name: str) -> None:
+    """Before any training: the module's network takes the data's inputs and gives what its
+    task needs (TaskModule.check_fits), when the data says what it holds (`spec`)."""
+    spec = getattr(datamodule, "spec", None)
+    check = getattr(module, "check_fits", None)
+    if spec is not None and check is not None:
+        check(spec, data_name or type(datamodule).__name__)
 
 
 def check_optimizer_builds(module: L.LightningModule, choices: dict[str, str]) -> None:

@@ -84,6 +84,9 @@ def check_config(
     check_optional(check_positive_number, "grad_clip", cfg.grad_clip, "1.0")
     check_choice("compile", cfg.compile, (True, False), " (torch.compile the network or not)")
     check_choice("test", cfg.test, (True, False), " (evaluate the best checkpoint on test)")
+    check_optional(
+        check_choice, "predict", cfg.get("predict"), ("train", "val", "test"), " or null"
+    )
     check_text("precision", cfg.precision, "bf16-mixed")
     check_text("optimized_metric", cfg.optimized_metric, "val/acc_best")
     check_text("task_name", cfg.task_name, "train")

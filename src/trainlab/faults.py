@@ -44,7 +44,8 @@ def bad_value(err: BaseException) -> ConfigError | None:
     while err is not None:
         if isinstance(err, ConfigError):
             return err
-        err = err.__cause__ if isinstance(err, InstantiationException) else None
+        chained = isinstance(err, InstantiationException | OmegaConfBaseException)
+        err = err.__cause__ if chained else None
     return None
 
 

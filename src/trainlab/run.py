@@ -25,7 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from trainlab import trackers
 from trainlab.building import (
     best_checkpoint,
+    build_module,
     build_trainer,
+    check_model_fits_data,
     check_optimizer_builds,
     instantiate_each,
     keep_best_of_objective,
@@ -47,10 +49,12 @@ from trainlab.checkpoints import (
 )
 from trainlab.checks import check_batch_fits, check_optimized_metric
 from trainlab.config_checks import check_config, overrides_and_groups
+from trainlab.data.spec import check_sized_from_data
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
 from trainlab.objective import direction_or_default
 from trainlab.plan import Plan, make_plan
+from trainlab.predicting import check_can_predict, write_predictions
 from trainlab.pruning import Pruned, TrialPruning, trial_pruning
 from trainlab.record import group_choices, hparams_of, worst_objective, write_metrics
 from trainlab.rundir import read_record
@@ -97,12 +101,13 @@ def fit_and_test(
     datamodule = instantiate(cfg.data, batch_size=plan.micro_batch_size)
     check_batch_fits(plan.batch_size, datamodule.train_size())
     optimizer, scheduler = optimizer_and_scheduler(cfg, plan.lr_effective)
-    # objects go in by a call, not through instantiate's kwargs, which would turn a
-    # dataclass such as SchedulerSpec into a config node
-    module = instantiate(cfg.model, _partial_=True)(optimizer=optimizer, scheduler=scheduler)
+    module = build_module(cfg.model, cfg.task, optimizer, scheduler)
+    check_model_fits_data(module, datamodule, group_choices().get("data"))
     keep_best_of_objective(module, cfg.optimized_metric, direction_or_default(cfg))
     check_optimizer_builds(module, group_choices())
     check_optimized_metric(cfg.optimized_metric, module.logged_metrics)
+    if cfg.get("predict"):  # refused before training, not after it
+        check_can_predict(module, datamodule, cfg.predict)
     if cfg.compile:
         module.net = compiled(module.net)
 
@@ -184,6 +189,9 @@ def fit_and_test(
             "epoch": checkpoint.get("epoch"),
             "global_step": checkpoint.get("global_step"),
         }
+    if cfg.get("predict"):  # <run dir>/predictions_<split>.csv, with the tested weights
+        path = write_predictions(trainer, module, datamodule, cfg.predict, best, output_dir)
+        trained["predictions"] = str(path)
     return metrics, trained
 
 
@@ -254,9 +262,10 @@ def train(cfg: DictConfig) -> float:
     `metrics.json` says `running` (with the plan) once training starts, and at the end
     `completed`, `diverged` (the loss became NaN/inf: an outcome, returned as the worst
     objective), `pruned` (an Optuna sweep's pruner stopped the trial: an outcome too),
-    `interrupted` (SIGINT/SIGTERM: a checkpoint was saved, exit code 128 + signal) or
-    `failed` (raised: recorded, then raised again). A run killed with SIGKILL stays
-    `running`; `python train.py resume=<run dir>` continues it.
+    `interrupted` (SIGINT/SIGTERM: a checkpoint was saved, exit code 128 + signal),
+    `failed` (raised: recorded, then raised again) or `debug` (a debug mode ran: no
+    objective). A run killed with SIGKILL stays `running`; `python train.py resume=<run dir>`
+    continues it.
     """
     started = time.perf_counter()
     direction = direction_or_default(cfg)
@@ -293,6 +302,7 @@ def train(cfg: DictConfig) -> float:
     try:
         with stop.installed():
             check_config(cfg, *overrides_and_groups())
+            check_sized_from_data(cfg, group_choices())
             pruning = trial_pruning(cfg.optimized_metric, cfg.max_epochs, cfg.cv.folds)
             if pruning is not None:
                 known["optuna"] = pruning.recorded()
@@ -336,10 +346,19 @@ def train(cfg: DictConfig) -> float:
                 log.error("the failure could not be recorded: %s", describe(unwritable))
         raise
     known["plan"] = trained.pop("plan")
+    if debugging(cfg):  # a few batches: its numbers say the code runs, not how well it learns
+        finish("debug", None, metrics, trained=trained, debug=group_choices().get("debug"))
+        return objective
     path = finish("completed", objective, metrics, trained=trained)
     if path is not None:  # rank 0 wrote it
         log.info("%s = %.4f  (%s)", objective_key, objective, path)
     return objective
+
+
+def debugging(cfg: DictConfig) -> bool:
+    """A debug mode (debug=fdr, limit, overfit, profiler) or Lightning's fast_dev_run: the run
+    is recorded `debug`, never as a completed objective a sweep or report would count."""
+    return group_choices().get("debug") is not None or bool(cfg.trainer.get("fast_dev_run"))
 
 
 def log_through_hydra() -> None:

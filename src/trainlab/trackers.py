@@ -36,6 +36,7 @@ MLFLOW_STATUS = {
     "completed": "FINISHED",
     "diverged": "FINISHED",
     "pruned": "FINISHED",  # an Optuna pruner stopped it: an outcome too
+    "debug": "FINISHED",  # a debug mode ran to its end
     "failed": "FAILED",
     "interrupted": "KILLED",
 }

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainlab.checks import ConfigError, check_optional, check_split_fractions, check_whole_number
 from trainlab.data.batching import InMemoryDataModule
+from trainlab.data.spec import DataSpec
 
 # folders of a stdlib tree that are not the standard library, or not source
 SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
@@ -103,6 +104,11 @@ class ByteTextDataModule(InMemoryDataModule):
         self.unigram_bpb: float | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+
+    @property
+    def spec(self) -> DataSpec:
+        """Blocks of `block_size` byte ids: a language model of a 256-token vocabulary."""
+        return DataSpec("language_model", (self.block_size,), vocab_size=self.vocab_size)
 
     # --- the corpus ------------------------------------------------------------------------
 

@@ -11,18 +11,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
-from trainlab.tasks.epoch_metrics import EpochSums, LogsEpochMeans
-from trainlab.tasks.lean import LeanHooks
+from trainlab.checks import ConfigError
+from trainlab.data.spec import DataSpec
+from trainlab.optim import SchedulerSpec
+from trainlab.tasks.base import TaskModule
+from trainlab.tasks.epoch_metrics import EpochSums
+from trainlab.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningModule):
+class LanguageModel(TaskModule):
     """Next-byte prediction: cross-entropy per split, bits per byte, the best val loss."""
 
     # `logged_metrics` (LogsEpochMeans) lists what it logs, plus val/unigram_bpb, the data's
@@ -174,14 +175,16 @@ class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.Lightning
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: SchedulerSpec | None = None,
         weight_decay_groups: str = "split",
+        task: Task | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(net, optimizer, scheduler, weight_decay_groups)
+        if task is not None and task.kind != "language_model":
+            raise ConfigError(
+                f"model=gpt learns a language model, not a {task.kind} task: choose data of "
+                "token sequences (data=text), or model=mlp for this data"
+            )
         # plain values only, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_spec = scheduler
-        self.optimizer_built: dict[str, Any] | None = None
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "task"])
         self._last_batch_shape: tuple[int, int] | None = None
 
         # sums weighted by tokens: a short last batch counts for what it holds
@@ -190,6 +193,21 @@ class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.Lightning
         self.test_metrics = EpochSums("loss", "bpb")
         # val/loss_best, the lowest val/loss so far, unless the run's objective says otherwise
         self.keep_best("loss", "min")
+
+    def check_fits(self, spec: DataSpec, data_name: str) -> None:
+        """Token data whose vocabulary the embedding covers, in blocks the positions cover."""
+        if spec.task != "language_model":
+            raise ConfigError(
+                f"model=gpt learns a language model; data={data_name} is {spec.task}: use "
+                "model=mlp for it, or data of token sequences (data=text)"
+            )
+        if spec.vocab_size != self.net.vocab_size or spec.block_size > self.net.block_size:
+            raise ConfigError(
+                f"the GPT has vocab_size {self.net.vocab_size} and block_size "
+                f"{self.net.block_size}; data={data_name} has {spec.vocab_size} and "
+                f"{spec.block_size}: size them with ${{data_spec:vocab_size}} and "
+                "${data_spec:block_size}"
+            )
 
     @property
     def flops_per_batch(self) -> int | None:
@@ -201,10 +219,7 @@ class LanguageModel(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.Lightning
         flops = self.net.flops_per_token(seq_len) * batch * seq_len
         return flops if self.training else flops // 3
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.net(idx)
-
-    def _step(self, batch, metrics: EpochSums) -> torch.Tensor:
+    def _step(self, batch, metrics: EpochSums, scores=None) -> torch.Tensor:
         x, y = batch
         self._last_batch_shape = tuple(x.shape)
         logits = self(x)

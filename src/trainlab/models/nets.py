@@ -1,4 +1,7 @@
-"""Plain `nn.Module` networks. They know nothing about training; the LightningModule does."""
+"""Plain `nn.Module` networks. They know nothing about training; the LightningModule does.
+
+Their sizes come from the data (`in_features`, `num_outputs`, ...: see conf/model/, which
+reads them with `${data_spec:...}`), so one network fits every data set of its kind."""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """Flatten the image, then Linear-ReLU blocks and a linear classifier."""
+    """Flatten the input (features or an image), then Linear-ReLU blocks and a linear head
+    with `num_outputs` outputs (classes, one logit, regression targets)."""
 
     def __init__(
         self,
         in_features: int = 64,
         hidden_sizes: Sequence[int] = (256, 256),
-        num_classes: int = 10,
+        num_outputs: int = 10,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -25,7 +29,7 @@ class MLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = hidden
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(nn.Linear(width, num_outputs))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -33,7 +37,8 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Two conv-BatchNorm-ReLU blocks, one max-pool, then a small classifier head."""
+    """Two conv-BatchNorm-ReLU blocks, one max-pool, then a small head with `num_outputs`
+    outputs; for square images of `in_channels` x `image_size` x `image_size`."""
 
     def __init__(
         self,
@@ -41,7 +46,7 @@ class CNN(nn.Module):
         image_size: int = 8,
         channels: Sequence[int] = (32, 64),
         hidden_size: int = 128,
-        num_classes: int = 10,
+        num_outputs: int = 10,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -58,7 +63,7 @@ class CNN(nn.Module):
             nn.Linear(width * pooled * pooled, hidden_size),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden_size, num_classes),
+            nn.Linear(hidden_size, num_outputs),
         )
 
     def forward(self, x):

@@ -16,7 +16,7 @@ from typing import Any
 from trainlab.record import write_json_atomic
 from trainlab.rundir import METRICS_FILE
 
-FINISHED = ("completed", "pruned", "diverged", "failed", "interrupted")
+FINISHED = ("completed", "pruned", "diverged", "failed", "interrupted", "debug")
 
 
 def read_record(job_dir: Path | str | None) -> dict[str, Any] | None:

@@ -57,12 +57,14 @@ class EpochSums:
 
 
 class LogsEpochMeans:
-    """For LightningModules whose `_step(batch, sums)` adds a batch to `train_metrics`,
-    `val_metrics` or `test_metrics` (`EpochSums`): the step hooks, the means logged as
-    `<stage>/<name>` once per epoch, the part-done sums kept in checkpoints, and the best
-    validation value so far in the buffer `val_<best_metric>_best` (its `best_mode` is
-    "max" or "min"), logged as `val/<best_metric>_best`. `keep_best` chooses which: the
-    run calls it with the objective's metric and direction."""
+    """For LightningModules whose `_step(batch, sums, scores)` adds a batch to `train_metrics`,
+    `val_metrics` or `test_metrics` (`EpochSums`) and, for val and test, may update
+    `val_scores` / `test_scores` (torchmetrics `MetricCollection`s, when the module has
+    them): the step hooks, the means and scores logged as `<stage>/<name>` once per epoch,
+    the part-done sums kept in checkpoints, and the best validation value so far in the
+    buffer `val_<best_metric>_best` (its `best_mode` is "max" or "min"), logged as
+    `val/<best_metric>_best`. `keep_best` chooses which: the run calls it with the
+    objective's metric and direction."""
 
     best_metric: str
     best_mode: str
@@ -72,8 +74,8 @@ class LogsEpochMeans:
         buffer, so a resumed run keeps it."""
         if mode not in ("max", "min"):
             raise ValueError(f"best mode {mode!r}: use max or min")
-        if metric not in self.val_metrics.names:
-            raise ValueError(f"val/{metric} is not logged; val/ has {self.val_metrics.names}")
+        if metric not in self.stage_names("val"):
+            raise ValueError(f"val/{metric} is not logged; val/ has {self.stage_names('val')}")
         previous = f"val_{getattr(self, 'best_metric', '')}_best"
         if previous in self._buffers:
             del self._buffers[previous]
@@ -81,23 +83,46 @@ class LogsEpochMeans:
         start = torch.tensor(float("-inf") if mode == "max" else float("inf"))
         self.register_buffer(f"val_{metric}_best", start.to(self.device))
 
+    def scores_of(self, stage: str):
+        """The stage's torchmetrics collection, or None (a submodule, so not a class default:
+        nn.Module finds registered modules only after the class attributes)."""
+        return getattr(self, f"{stage}_scores", None)
+
+    def stage_names(self, stage: str) -> tuple[str, ...]:
+        sums: EpochSums = getattr(self, f"{stage}_metrics")
+        scores = self.scores_of(stage)
+        return sums.names + (tuple(scores.keys()) if scores is not None else ())
+
     @property
     def logged_metrics(self) -> tuple[str, ...]:
         """Every name this module logs: `optimized_metric` is checked against it."""
-        stages = (("train", self.train_metrics), ("val", self.val_metrics))
-        names = [f"{stage}/{name}" for stage, sums in stages for name in sums.names]
+        stages = ("train", "val")
+        names = [f"{stage}/{name}" for stage in stages for name in self.stage_names(stage)]
         names.append(f"val/{self.best_metric}_best")
-        names += [f"test/{name}" for name in self.test_metrics.names]
+        names += [f"test/{name}" for name in self.stage_names("test")]
         return tuple(names)
 
     def training_step(self, batch, batch_idx: int):
-        return self._step(batch, self.train_metrics)
+        return self._step(batch, self.train_metrics, None)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.val_metrics)
+        self._step(batch, self.val_metrics, self.scores_of("val"))
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.test_metrics)
+        self._step(batch, self.test_metrics, self.scores_of("test"))
+
+    def on_validation_epoch_start(self) -> None:
+        self._scores_in_float32("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._scores_in_float32("test")
+
+    def _scores_in_float32(self, stage: str) -> None:
+        """`precision=bf16-true` casts the whole module, torchmetrics' sums included (its
+        guard misses `.to(dtype)`): they are put back, so a score is as exact as in fp32."""
+        scores = self.scores_of(stage)
+        if scores is not None:
+            scores.set_dtype(torch.float32)
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch_means("train", self.train_metrics)
@@ -105,6 +130,8 @@ class LogsEpochMeans:
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # a few batches of untrained (or resumed) weights
             self.val_metrics.pop_means(self.trainer.strategy)
+            if self.scores_of("val") is not None:
+                self.scores_of("val").reset()
             return
         value = self.log_epoch_means("val", self.val_metrics)[self.best_metric]
         best = getattr(self, f"val_{self.best_metric}_best")
@@ -119,7 +146,13 @@ class LogsEpochMeans:
         self.log_epoch_means("test", self.test_metrics, prog_bar=False)
 
     def log_epoch_means(self, stage: str, metrics: EpochSums, prog_bar: bool = True) -> dict:
+        """The epoch's means and, for val and test, its scores (computed over every rank,
+        then reset), logged as `<stage>/<name>`."""
         means = metrics.pop_means(self.trainer.strategy)
+        scores = self.scores_of(stage)
+        if scores is not None and stage != "train":
+            means.update({name: value.float() for name, value in scores.compute().items()})
+            scores.reset()
         for name, value in means.items():
             self.log(f"{stage}/{name}", value, prog_bar=prog_bar)
         return means
