@@ -41,7 +41,7 @@ BAD_INPUTS = [
     # batch plans that do not divide
     (["batch_size=64", "micro_batch_size=48"], "batch_size=64 cannot be split into micro batches"),
     (["precision=fp8"], "precision=fp8"),
-    (["optimized_metric=val/f1"], "optimized_metric='val/f1' is never logged"),
+    (["optimized_metric=val/auroc"], "optimized_metric='val/auroc' is never logged"),
     # data that is not there
     (["data=text", "data.path={files}/no_such_corpus"], "no_such_corpus' does not exist"),
     (["data=text", "data.path={files}/empty.txt"], "empty.txt' holds no text files"),

@@ -8,10 +8,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import group_options
+from trainlab.building import build_module, check_model_fits_data
+from trainlab.checks import ConfigError
+from trainlab.data.spec import check_sized_from_data
 from trainlab.optim import SchedulerSpec
 from trainlab.run import build_trainer, instantiate_each
 
 GROUPS = [
+    "task",
     "hparams_search",
     "optimizer",
     "scheduler",
@@ -42,7 +46,8 @@ def test_required_options_exist():
             "adafactor",
         },
         "scheduler": {"none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau"},
-        "data": {"digits"},
+        "data": {"digits", "breast_cancer", "diabetes", "text"},
+        "task": {"multiclass", "binary", "regression", "language_model"},
         "model": {"mlp", "cnn"},
         "trainer": {"default", "cpu", "gpu", "mps", "ddp", "ddp_cpu"},
         "callbacks": {
@@ -70,18 +75,44 @@ def test_every_option_file_says_what_it_is_for():
         assert comments, f"{path.relative_to(CONF)} has no comment line saying what it is for"
 
 
+def composed_with_fitting_options(group: str, option: str, compose_in):
+    """The option with a model and data that fit each other: a model is tried on each data
+    set, a data set or task with each model (model=gpt needs token data, data=text needs it)."""
+    partner = {"model": "data", "data": "model", "task": "data"}.get(group)
+    tries = [[]] + [[f"{partner}={o}"] for o in group_options(partner)] if partner else [[]]
+    if group == "task":  # a task and a data set of that kind, with a model that learns it
+        tries = [
+            [f"data={d}", f"model={m}"]
+            for d in group_options("data")
+            for m in group_options("model")
+        ]
+    refusals = []
+    for extra in tries:
+        cfg = compose_in(f"{group}={option}", *extra)
+        try:
+            check_sized_from_data(cfg, {})
+            module = build_module(cfg.model, cfg.task, instantiate(cfg.optimizer), None)
+            check_model_fits_data(module, instantiate(cfg.data), "data")
+        except ConfigError as refused:
+            refusals.append(f"{extra}: {refused}")
+            continue
+        return cfg
+    pytest.fail(f"{group}={option} fits no shipped model/data: {refusals}")
+
+
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_instantiates(group, option, compose_in):
-    cfg = compose_in(f"{group}={option}")
+    cfg = composed_with_fitting_options(group, option, compose_in)
     # every interpolation resolves
     OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
     )
 
     datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model, _partial_=True)(
-        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler)
+    module = build_module(
+        cfg.model, cfg.task, instantiate(cfg.optimizer), instantiate(cfg.scheduler)
     )
+    check_model_fits_data(module, datamodule, "data")
     optimizer = module.optimizer_factory(module.parameters())
     assert optimizer.param_groups[0]["lr"] == cfg.lr
     if module.scheduler_spec is not None:

@@ -25,13 +25,18 @@ from trainlab.building import build_trainer
 from trainlab.console import EpochLines, progress
 from trainlab.data.digits import DigitsDataModule
 from trainlab.live_bar import LiveBar
-from trainlab.models.classifier import Classifier
 from trainlab.models.nets import MLP
 from trainlab.tables import LoggedModelSummary, LoggedResults
+from trainlab.tasks.supervised import Supervised
+from trainlab.tasks.task import Task
 
 QUICK = ["max_epochs=3", "trainer.limit_train_batches=3"]  # 3 optimizer steps an epoch
 HELPERS = {"PYTHONPATH": str(ROOT / "tests")}
 LINE = re.compile(r"\[trainlab\.progress\]\[INFO\] - (epoch .*)$", re.MULTILINE)
+
+
+# the digits' task, as conf/task/multiclass.yaml builds it
+DIGITS = Task("multiclass", metrics=("acc", "f1"), num_classes=10)
 
 
 def epochs_of(run: Path) -> pd.DataFrame:
@@ -283,7 +288,7 @@ def test_the_bar_shows_this_epochs_running_means_read_at_most_once_a_second():
         enable_model_summary=False,
         callbacks=[bar, watch],
     )
-    module = Classifier(net=MLP(), optimizer=torch.optim.Adam)
+    module = Supervised(net=MLP(), optimizer=torch.optim.Adam, task=DIGITS)
     trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
 
     read_after = {0: 1, 1: 1, 2: 3, 3: 3}  # batch -> the batches the shown means are over
@@ -307,7 +312,7 @@ def tables_logged(caplog) -> list[str]:
 
 
 def test_the_summary_shows_flops_only_when_lightning_counted_some(caplog):
-    module = Classifier(net=MLP(), optimizer=torch.optim.Adam)
+    module = Supervised(net=MLP(), optimizer=torch.optim.Adam, task=DIGITS)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     summary = LoggedModelSummary()
     with caplog.at_level(logging.INFO, logger="trainlab.tables"):
@@ -325,7 +330,7 @@ def test_the_summary_shows_flops_only_when_lightning_counted_some(caplog):
 
 @pytest.mark.parametrize("verbose", [True, False])
 def test_test_results_are_logged_as_lightning_would_print_them(verbose, caplog, capsys):
-    module = Classifier(net=MLP(), optimizer=torch.optim.Adam)
+    module = Supervised(net=MLP(), optimizer=torch.optim.Adam, task=DIGITS)
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,

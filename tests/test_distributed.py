@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from conftest import ROOT, compose_run, run_cli
+from quick import QUICK
 from trainlab import distributed, ranks
 from trainlab.rundir import RunDirGuard
 
@@ -202,7 +203,7 @@ def test_a_sweep_of_ddp_jobs_trains_each_job_once_with_both_ranks(tmp_path):
         "-m",
         "trainer=ddp_cpu",
         "lr=1e-3,3e-3",
-        "debug=limit",
+        *QUICK,
         "logger=csv",
         f"hydra.sweep.dir={sweep}",
     )
@@ -222,7 +223,7 @@ def test_optuna_trials_are_the_same_on_both_ranks(tmp_path):
         tmp_path,
         "-m",
         "trainer=ddp_cpu",
-        "debug=limit",
+        *QUICK,
         "logger=none",
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
@@ -301,7 +302,7 @@ def test_two_torchrun_nodes_on_loopback_train_one_run_with_one_command(tmp_path)
     logs to train_rank_1.log; resumed with the same command on both, it trains further."""
     run = tmp_path / "run"
     started = time.perf_counter()
-    codes, output = torchrun_nodes(tmp_path, *TWO_NODES, "debug=limit", f"hydra.run.dir={run}")
+    codes, output = torchrun_nodes(tmp_path, *TWO_NODES, *QUICK, f"hydra.run.dir={run}")
     assert codes == [0, 0], output
     print(f"two nodes in {time.perf_counter() - started:.1f} s")
 
@@ -329,7 +330,7 @@ def test_two_torchrun_nodes_on_loopback_train_one_run_with_one_command(tmp_path)
 
 @pytest.mark.slow
 def test_two_torchrun_nodes_without_a_shared_run_dir_are_both_refused(tmp_path):
-    codes, output = torchrun_nodes(tmp_path, *TWO_NODES, "debug=limit", timeout=120)
+    codes, output = torchrun_nodes(tmp_path, *TWO_NODES, *QUICK, timeout=120)
     assert codes is not None and all(code not in (0, None) for code in codes), output
     # the node refused first ends its torchrun agent, whose rendezvous store the other node's
     # agent then loses: that one may kill its worker before it prints (about 1 run in 5)

@@ -99,7 +99,7 @@ def test_an_added_key_that_nothing_reads_is_refused(compose_in, overrides, messa
 ADDED_AND_READ = [
     ["+trainer.fast_dev_run=true"],
     ["+callbacks.lr_monitor.log_momentum=true"],
-    ["+model.loss.reduction=sum"],
+    ["+task.loss.reduction=sum"],
     ["+callbacks.timer._target_=lightning.pytorch.callbacks.Timer"],
     ["++optimizer.amsgrad=true"],
     ["++seed=1"],  # ++ also sets a key that is there

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from quick import QUICK
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def call(base: str, path: str, body: dict | None = None) -> dict:
 def test_mlflow_ui_serves_the_sweeps_runs_from_the_projects_store(tmp_path):
     sweep = tmp_path / "outputs" / "sweep"
     result = run_cli(
-        "-m", "logger=mlflow", "lr=1e-3,1e-2", "debug=limit", f"hydra.sweep.dir={sweep}",
+        "-m", "logger=mlflow", "lr=1e-3,1e-2", *QUICK, f"hydra.sweep.dir={sweep}",
         project=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

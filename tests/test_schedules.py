@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from conftest import ROOT
+from quick import QUICK
 from trainlab.optim import build_optimizer, lr_multiplier, split_for_weight_decay, warmup_steps_of
 from trainlab.run import train
 
@@ -134,7 +135,7 @@ def test_groups_are_on_by_default_for_adamw_only():
 
 def test_adamw_run_records_both_groups(compose_in):
     cfg = compose_in(
-        "debug=limit",
+        *QUICK,
         "logger=none",
         "callbacks=none",
         "optimizer=adamw",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
+from quick import QUICK
 from test_cli import completed_run
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ def test_gpt_small_beats_the_unigram_baseline_by_a_wide_margin(tmp_path):
 
 def test_ddp_on_two_cpu_processes_writes_one_verdict(tmp_path):
     run, record = completed_run(
-        tmp_path, "debug", "trainer=ddp_cpu", "batch_size=512", "debug=limit", timeout=600
+        tmp_path, "train", "trainer=ddp_cpu", "batch_size=512", *QUICK, timeout=600
     )
     plan = record["plan"]  # 2 processes x 256, no accumulation
     assert (plan["world_size"], plan["micro_batch_size"], plan["accumulate_grad_batches"]) == (
@@ -44,7 +45,7 @@ def test_ddp_on_two_cpu_processes_writes_one_verdict(tmp_path):
 
 def test_compile_on_cpu_trains_and_checkpoints_load_uncompiled(tmp_path):
     run, record = completed_run(
-        tmp_path, "debug", "compile=true", "debug=limit", "logger=none", timeout=600
+        tmp_path, "train", "compile=true", *QUICK, "logger=none", timeout=600
     )
     import torch
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_run, run_cli
+from quick import QUICK
 from trainlab.data.digits import DigitsDataModule
 from trainlab.run import train
 from trainlab.search.storage import load_sweep_study
 
-FAST = ["debug=limit", "logger=csv"]
+FAST = [*QUICK, "logger=csv"]
 
 
 def jobs_of(sweep: Path) -> dict[str, dict]:
@@ -73,7 +74,7 @@ def test_diverging_and_failing_jobs_do_not_stop_the_sweep(tmp_path):
 @pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_optuna_study_lives_in_the_sweep_dir_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "hparams_search=optuna", "debug=limit", "logger=none", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", "hparams_search=optuna", *QUICK, "logger=none", f"hydra.sweep.dir={sweep}"]
     first = run_cli(*args, "hydra.sweeper.n_trials=3")
     assert first.returncode == 0, first.stderr[-3000:]
     assert (sweep / "optuna.journal").exists()
@@ -105,7 +106,7 @@ def test_diverged_optuna_trial_is_a_failed_trial_not_a_fake_value(tmp_path):
         "-m",
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=1",
-        "debug=limit",
+        *QUICK,
         "logger=none",
         "lr=1e6",
         "optimizer=sgd",
@@ -160,9 +161,7 @@ def test_folds_partition_train_and_val_and_never_touch_test():
 
 
 def test_three_fold_cross_validation_in_one_run(tmp_path):
-    cfg = compose_run(
-        ["debug=limit", "logger=none", "callbacks=checkpoint", "cv.folds=3"], tmp_path
-    )
+    cfg = compose_run([*QUICK, "logger=none", "callbacks=checkpoint", "cv.folds=3"], tmp_path)
     objective = train(cfg)
     record = json.loads((tmp_path / "metrics.json").read_text())
     metrics = record["metrics"]
@@ -178,7 +177,7 @@ def test_three_fold_cross_validation_in_one_run(tmp_path):
 def test_cross_validation_inside_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "-m", "cv.folds=2", "lr=0.01,0.1", "debug=limit", "logger=none", f"hydra.sweep.dir={sweep}"
+        "-m", "cv.folds=2", "lr=0.01,0.1", *QUICK, "logger=none", f"hydra.sweep.dir={sweep}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = jobs_of(sweep)

@@ -23,11 +23,12 @@ import pytest
 import yaml
 
 from conftest import ROOT, cli_env, compose_run, run_cli, train_cmd
+from quick import QUICK
 from trainlab.report import write_report
 from trainlab.search.plan import SweepPlan
 from trainlab.search.storage import load_sweep_study
 
-FAST = ["debug=limit", "logger=none"]
+FAST = [*QUICK, "logger=none"]
 HELPERS = {"PYTHONPATH": str(ROOT / "tests")}  # kill_at_step.KillAtStep
 # one job long enough to be stopped in the middle (digits: ~0.3 s an epoch)
 LONG = ["max_epochs=300", "checkpoint_every_n_steps=0", "logger=none"]

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
+from quick import QUICK
 from trainlab import trackers
 
 SWEEP_ARGS = [
     "-m",
     "optimizer=sgd",
     "lr=0.05,1e6",  # the second diverges: its status must say so
-    "debug=limit",
+    *QUICK,
     "max_epochs=1",
     "callbacks=checkpoint",
 ]
@@ -84,7 +85,7 @@ def test_mlflow_sweep_is_one_experiment_of_named_tagged_runs(sweep):
     assert 0.0 <= done["metrics.val/acc_best"] <= 1.0
     assert done["tags.status"] == "completed" and done["status"] == "FINISHED"
     assert diverged["tags.status"] == "diverged"
-    assert done["tags.task"] == "debug" and done["tags.sweep"] == name
+    assert done["tags.task"] == "train" and done["tags.sweep"] == name
     assert (done["tags.job"], diverged["tags.job"]) == ("0", "1")
     assert "lr=0.05" in done["tags.overrides"].split()
     assert done["tags.run_dir"] == str(sweep_dir(sweep) / "0")
@@ -166,7 +167,7 @@ def test_wandb_offline_runs_are_named_grouped_tagged_with_the_same_config(sweep)
         records = wandb_records(path)
         runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
         assert runs[0].display_name == name and runs[0].run_group == group
-        assert "debug" in runs[0].tags and "sweep" in runs[0].tags
+        assert "train" in runs[0].tags and "sweep" in runs[0].tags
         assert any(status in r.tags for r in runs)  # the status is added at the end
         config = {
             item.key: json.loads(item.value_json)
@@ -253,7 +254,7 @@ def test_parallel_jobs_share_a_new_mlflow_store_and_the_sweeps_experiment(tmp_pa
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         "lr=0.001,0.01",
-        "debug=limit",
+        *QUICK,
         "max_epochs=1",
         "callbacks=checkpoint",
         "logger=mlflow",

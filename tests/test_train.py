@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from conftest import group_options
-from trainlab.models.classifier import Classifier
+from quick import QUICK
 from trainlab.models.nets import MLP
 from trainlab.run import train
+from trainlab.tasks.supervised import Supervised
 
-FAST = ["debug=limit", "logger=none", "callbacks=none"]
+FAST = [*QUICK, "logger=none", "callbacks=none"]
 
 
 def metrics_of(cfg) -> dict:
@@ -63,7 +64,7 @@ def test_every_scheduler_trains(scheduler, compose_in):
 )
 def test_step_schedules_are_sized_in_optimizer_steps(scheduler, length_arg, compose_in):
     """The schedule's length is Lightning's count of optimizer steps, not a guess in config."""
-    cfg = compose_in("debug=limit", "logger=none", "callbacks=checkpoint", f"scheduler={scheduler}")
+    cfg = compose_in(*QUICK, "logger=none", "callbacks=checkpoint", f"scheduler={scheduler}")
     train(cfg)
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     (state,) = last["lr_schedulers"]
@@ -104,13 +105,13 @@ def test_best_checkpoint_loads_with_weights_only_and_gives_the_test_metrics(comp
     assert best and Path(best).exists() and (Path(best).parent / "last.ckpt").exists()
 
     checkpoint = torch.load(best, weights_only=True)  # torch's safe default loading
-    assert checkpoint["hyper_parameters"] == {"num_classes": 10, "weight_decay_groups": "auto"}
+    assert checkpoint["hyper_parameters"] == {"weight_decay_groups": "auto"}
 
     import lightning as L
     from hydra.utils import instantiate
 
-    module = Classifier.load_from_checkpoint(
-        best, net=MLP(), optimizer=torch.optim.Adam, weights_only=True
+    module = Supervised.load_from_checkpoint(
+        best, net=MLP(), optimizer=torch.optim.Adam, task=instantiate(cfg.task), weights_only=True
     )
     datamodule = instantiate(cfg.data)
     trainer = L.Trainer(
@@ -124,7 +125,10 @@ def test_logged_metrics_lists_exactly_what_the_module_logs(compose_in):
     cfg = compose_in(*FAST)
     train(cfg)
     logged = {name for name in metrics_of(cfg)["metrics"] if not name.startswith("lr-")}
-    module = Classifier(net=torch.nn.Linear(64, 10), optimizer=torch.optim.Adam)
+    from hydra.utils import instantiate
+
+    task = instantiate(cfg.task)
+    module = Supervised(net=torch.nn.Linear(64, 10), optimizer=torch.optim.Adam, task=task)
     assert logged == set(module.logged_metrics)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
+from quick import QUICK
 from trainlab.checks import ConfigError
 from trainlab.run import train
 from trainlab.tune import (
@@ -97,7 +98,7 @@ LR_RUN = ["tune=lr", "tune.lr.max_lr=0.01", "tune.lr.num_training=60"]  # no div
     "overrides",
     [
         ["max_epochs=1"],  # 19 steps an epoch
-        ["max_epochs=2", "debug=limit"],  # 3 batches an epoch
+        ["max_epochs=2", *QUICK],  # 3 batches an epoch
         ["max_epochs=1", "micro_batch_size=32"],  # accumulation 2
     ],
     ids=["one epoch", "limit_train_batches", "accumulation"],
