@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.checks import ConfigError
 
+# the kinds the shipped tasks learn; a fork may declare another (a TaskModule of its own)
 KINDS = ("multiclass", "binary", "regression", "language_model")
 
 
@@ -37,8 +38,8 @@ class DataSpec:
     vocab_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.task not in KINDS:
-            raise ValueError(f"DataSpec task {self.task!r}: use one of {', '.join(KINDS)}")
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"DataSpec task {self.task!r}: a name, e.g. {', '.join(KINDS)}")
 
     @property
     def in_features(self) -> int:
@@ -49,12 +50,15 @@ class DataSpec:
     def num_outputs(self) -> int:
         """What the network's last layer gives: a logit per class (one for binary), a value per
         regression target, a logit per token of the vocabulary."""
-        return {
+        outputs = {
             "multiclass": self.num_classes,
             "binary": 1,
             "regression": self.num_targets,
             "language_model": self.vocab_size,
-        }[self.task]
+        }
+        if self.task not in outputs:
+            raise self._lacks("num_outputs", f"one of the kinds {', '.join(KINDS)}")
+        return outputs[self.task]
 
     @property
     def in_channels(self) -> int:

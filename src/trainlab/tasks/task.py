@@ -15,7 +15,7 @@ from trainlab.data.spec import KINDS
 
 @dataclass
 class Task:
-    """`kind`: multiclass, binary, regression or language_model. `loss`: the criterion (None:
+    """`kind`: multiclass, binary, regression, language_model (or a fork's own). `loss`: the criterion (None:
     the kind's usual one). `metrics`: names scored on val and test each epoch
     (trainlab.tasks.metrics). `objective`: the metric a run optimizes unless
     `optimized_metric` says otherwise. `num_classes`: for multi-class metrics."""
@@ -27,8 +27,8 @@ class Task:
     num_classes: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"task.kind={self.kind!r}: use one of {', '.join(KINDS)}")
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ConfigError(f"task.kind={self.kind!r}: a name, e.g. {', '.join(KINDS)}")
         self.metrics = tuple(str(m) for m in self.metrics)
         if self.loss is None:
             self.loss = default_loss(self.kind)
