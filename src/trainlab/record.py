@@ -19,7 +19,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from trainlab.objective import direction_or_default
-from trainlab.rundir import METRICS_FILE
+from trainlab.rundir import METRICS_FILE, read_record
 
 # Lightning's own rank_zero_only (the same object): Lightning sets its rank from the launcher's
 # environment when it is imported, and again once its strategy knows the global rank. A record
@@ -192,3 +192,13 @@ def write_refusal(cfg: DictConfig, error: str) -> Path | None:
         duration_s=0.0,
         error=error,
     )
+
+
+def recorded_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The knobs the record compares runs by: with train=false those of the run that trained
+    the evaluated checkpoint (from its metrics.json), since this run's own trained nothing."""
+    if cfg.get("train") is False and cfg.get("ckpt_path"):
+        saved = read_record(Path(str(cfg.ckpt_path)).resolve().parent.parent).get("hparams")
+        if isinstance(saved, dict):
+            return {**saved, "evaluated": str(cfg.ckpt_path)}
+    return hparams_of(cfg, group_choices())

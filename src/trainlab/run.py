@@ -6,11 +6,9 @@ turns a bad value into a one-paragraph message and a non-zero exit.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import signal
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from trainlab import trackers
 from trainlab.building import (
@@ -49,6 +47,7 @@ from trainlab.checkpoints import (
 )
 from trainlab.checks import check_batch_fits, check_optimized_metric
 from trainlab.config_checks import check_config, overrides_and_groups
+from trainlab.cross_validation import cross_validate
 from trainlab.data.spec import check_sized_from_data
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
@@ -56,7 +55,13 @@ from trainlab.objective import direction_or_default
 from trainlab.plan import Plan, make_plan
 from trainlab.predicting import check_can_predict, write_predictions
 from trainlab.pruning import Pruned, TrialPruning, trial_pruning
-from trainlab.record import group_choices, hparams_of, worst_objective, write_metrics
+from trainlab.record import (
+    group_choices,
+    hparams_of,
+    recorded_hparams,
+    worst_objective,
+    write_metrics,
+)
 from trainlab.rundir import read_record
 from trainlab.scale import compiled
 from trainlab.starting import checkpoint_must_fit, starting_checkpoint, trained_to_the_end
@@ -199,63 +204,6 @@ def plan_summary(plan) -> dict[str, Any]:
     return {f"plan/{k}": v for k, v in plan.as_dict().items() if not isinstance(v, dict)}
 
 
-def cross_validate(
-    cfg: DictConfig,
-    stop: StopOnSignal,
-    announce: Callable[[dict[str, Any]], None],
-    pruning: TrialPruning | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """K fits, one per stratified fold of train+val, each from the same seed, in fold_<k>/.
-    In an Optuna sweep each fold's value is reported to the trial (Pruned: no more folds).
-
-    Returns per-fold metrics (`fold<k>/<name>`) plus `cv/mean` and `cv/std` of the optimized
-    metric; the test split is never used.
-    """
-    folds = cfg.cv.folds
-    output_dir = Path(cfg.paths.output_dir)
-    metrics: dict[str, Any] = {}
-    values, trained = [], []
-    for k in range(folds):
-        fold_cfg = copy.deepcopy(cfg)
-        OmegaConf.update(fold_cfg, "data.fold", k)
-        OmegaConf.update(fold_cfg, "test", False)
-        OmegaConf.update(fold_cfg, "paths.output_dir", str(output_dir / f"fold_{k}"))
-        log.info("cross-validation: fold %d of %d", k + 1, folds)
-        fold_metrics, fold_trained = fit_and_test(fold_cfg, stop, announce)
-        values.append(float(fold_metrics[cfg.optimized_metric]))
-        trained.append(fold_trained)
-        metrics.update({f"fold{k}/{name}": v for name, v in fold_metrics.items()})
-        if pruning is not None:
-            pruning.after_fold(k, values[-1], metrics)
-    metrics["cv/mean"] = statistics.fmean(values)
-    metrics["cv/std"] = statistics.pstdev(values)
-    log.info(
-        "cross-validation: %s = %.4f ± %.4f over %d folds",
-        cfg.optimized_metric,
-        metrics["cv/mean"],
-        metrics["cv/std"],
-        folds,
-    )
-    summary = {
-        "folds": folds,
-        "metric": cfg.optimized_metric,
-        "values": values,
-        "mean": metrics["cv/mean"],
-        "std": metrics["cv/std"],
-    }
-    return metrics, {"plan": trained[0]["plan"], "folds": trained, "cv": summary}
-
-
-def recorded_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The knobs the record compares runs by: with train=false those of the run that trained
-    the evaluated checkpoint (from its metrics.json), since this run's own trained nothing."""
-    if cfg.get("train") is False and cfg.get("ckpt_path"):
-        saved = read_record(Path(str(cfg.ckpt_path)).resolve().parent.parent).get("hparams")
-        if isinstance(saved, dict):
-            return {**saved, "evaluated": str(cfg.ckpt_path)}
-    return hparams_of(cfg, group_choices())
-
-
 def train(cfg: DictConfig) -> float:
     """Run the pipeline and write `metrics.json`; returns the objective for sweepers.
 
@@ -307,7 +255,7 @@ def train(cfg: DictConfig) -> float:
             if pruning is not None:
                 known["optuna"] = pruning.recorded()
             if cfg.cv.folds:
-                metrics, trained = cross_validate(cfg, stop, announce, pruning)
+                metrics, trained = cross_validate(cfg, fit_and_test, stop, announce, pruning)
                 objective_key = "cv/mean"
             else:
                 metrics, trained = fit_and_test(cfg, stop, announce, pruning)

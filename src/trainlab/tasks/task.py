@@ -15,9 +15,9 @@ from trainlab.data.spec import KINDS
 
 @dataclass
 class Task:
-    """`kind`: multiclass, binary, regression, language_model (or a fork's own). `loss`: the criterion (None:
-    the kind's usual one). `metrics`: names scored on val and test each epoch
-    (trainlab.tasks.metrics). `objective`: the metric a run optimizes unless
+    """`kind`: multiclass, binary, regression, language_model (or a fork's own). `loss`:
+    the criterion (None: the kind's usual one). `metrics`: names scored on val and test each
+    epoch (trainlab.tasks.metrics). `objective`: the metric a run optimizes unless
     `optimized_metric` says otherwise. `num_classes`: for multi-class metrics."""
 
     kind: str
