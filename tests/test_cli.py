@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import cli_env, run_cli, train_cmd
+from conftest import CONF, cli_env, run_cli, train_cmd
 
 RUN_DIR = re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}_[0-9a-f]{6}$")
 
@@ -76,24 +77,67 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
     runs = run_dirs(tmp_path, task="debug")
     assert len(runs) == 2
     for run in runs:
-        assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+        record = json.loads((run / "metrics.json").read_text())
+        assert (record["status"], record["objective"]) == ("debug", None)  # not a result
+
+
+# what this template ships: a fork may add options, groups and knobs, never needs to list them
+SHIPPED_OPTIONS = {
+    "callbacks": {"checkpoint", "default", "early_stopping", "epoch_table", "lr_monitor", "none",
+                  "progress", "rich_progress_bar", "throughput"},
+    "data": {"breast_cancer", "diabetes", "digits", "text"},
+    "debug": {"fdr", "limit", "overfit", "profiler"},
+    "experiment": {"digits_cnn_onecycle", "digits_mlp_adamw_cosine", "gpt_medium", "gpt_small"},
+    "hparams_search": {"optuna"},
+    "logger": {"csv", "many", "mlflow", "none", "tensorboard", "wandb"},
+    "model": {"cnn", "gpt", "mlp"},
+    "optimizer": {"adafactor", "adagrad", "adam", "adamw", "nadam", "radam", "rmsprop", "sgd",
+                  "sgd_momentum", "sgd_nesterov"},
+    "paths": {"default"},
+    "scheduler": {"constant_warmup", "cosine", "exponential", "inverse_sqrt", "multistep", "none",
+                  "onecycle", "plateau", "step", "warmup_cosine", "warmup_linear", "wsd"},
+    "task": {"binary", "language_model", "multiclass", "regression"},
+    "trainer": {"cpu", "ddp", "ddp_cpu", "default", "fsdp", "gpu", "mps"},
+    "tune": {"all", "batch_size", "lr", "none"},
+}  # fmt: skip
+SHIPPED_KNOBS = (
+    "lr", "weight_decay", "weight_decay_groups", "batch_size", "micro_batch_size", "lr_scaling",
+    "base_batch_size", "max_epochs", "warmup", "min_lr_ratio", "seed", "precision", "grad_clip",
+    "compile", "optimized_metric", "optimized_direction", "test", "cv.folds", "train",
+    "ckpt_path", "resume", "checkpoint_every_n_steps", "deterministic", "threads",
+)  # fmt: skip
+
+
+def help_groups(stdout: str) -> dict[str, set[str]]:
+    """`group: a, b, c` lines of --help's "Configuration groups" section."""
+    section = stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    found = re.findall(r"^(\w+): (.+)$", section, flags=re.MULTILINE)
+    return {group: set(options.split(", ")) for group, options in found}
 
 
 def test_help_lists_every_group_and_option():
+    """Every group folder and option file in conf/ (read now: a fork's own ones too) is listed,
+    the shipped ones among them; the footer names the shipped knobs, and the composed config
+    shows every top-level knob of conf/train.yaml."""
     result = run_cli("--help")
-    assert result.returncode == 0
-    for line in [
-        "optimizer: adafactor, adagrad, adam, adamw, nadam, radam, rmsprop, sgd, sgd_momentum, "
-        "sgd_nesterov",
-        "scheduler: constant_warmup, cosine, exponential, inverse_sqrt, multistep, none, "
-        "onecycle, plateau, step, warmup_cosine, warmup_linear, wsd",
-        "tune: all, batch_size, lr, none",
-        "hparams_search: optuna",
-        "trainer: cpu, ddp, ddp_cpu, default, fsdp, gpu, mps",
-        "model: cnn, gpt, mlp",
-        "data: digits, text",
-        "logger: csv, many, mlflow, none, tensorboard, wandb",
-        "debug: fdr, limit, overfit, profiler",
-    ]:
-        assert line in result.stdout
-    assert "lr, weight_decay, weight_decay_groups, batch_size" in result.stdout
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = help_groups(result.stdout)
+    on_disk = {
+        folder.name: {p.stem for p in folder.glob("*.yaml")}
+        for folder in CONF.iterdir()
+        if folder.is_dir() and folder.name != "hydra" and any(folder.glob("*.yaml"))
+    }
+    assert SHIPPED_OPTIONS.keys() <= on_disk.keys()  # the template's groups are still there
+    for group, options in on_disk.items():
+        assert group in listed, group
+        assert options <= listed[group], (group, options - listed[group])
+    for group, options in SHIPPED_OPTIONS.items():
+        assert options <= listed[group], (group, options - listed[group])
+
+    footer = result.stdout.split("Top-level knobs", 1)[1]
+    named = set(re.findall(r"\w+(?:\.\w+)*", footer.split("Any other value", 1)[0]))
+    assert set(SHIPPED_KNOBS) <= named, set(SHIPPED_KNOBS) - named
+    config = result.stdout.split("== Config ==", 1)[1]
+    knobs = yaml.safe_load((CONF / "train.yaml").read_text()).keys() - {"defaults"}
+    for knob in knobs:
+        assert re.search(rf"^{knob}:", config, flags=re.MULTILINE), knob

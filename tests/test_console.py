@@ -176,7 +176,7 @@ def with_umask_027(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         train_cmd(*args),
         cwd=ROOT,
-        env={**cli_env(), **HELPERS},
+        env=cli_env(**HELPERS),
         capture_output=True,
         text=True,
         timeout=300,

@@ -78,6 +78,8 @@ def test_schedule_plot_command_without_training(tmp_path):
         [
             sys.executable,
             str(ROOT / "scripts" / "plot_schedule.py"),
+            "data=digits",  # 19 optimizer steps an epoch at batch 64
+            "batch_size=64",
             "scheduler=wsd",
             "max_epochs=30",
             f"out={out}",

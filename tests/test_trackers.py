@@ -180,15 +180,16 @@ def test_wandb_offline_runs_are_named_grouped_tagged_with_the_same_config(sweep)
 
 
 def test_names_follow_the_overrides_not_the_seeded_rng(compose_in):
-    cfg = compose_in("lr=0.01", "optimizer=sgd")
+    # names are made of the command line's overrides: exactly these, no baseline added
+    cfg = compose_in("lr=0.01", "optimizer=sgd", baseline=False)
     random.seed(0)
     first = trackers.run_name(_root_=cfg)
     random.seed(1)
     assert trackers.run_name(_root_=cfg) == first == "lr=0.01,optimizer=sgd"
-    plain = compose_in()
+    plain = compose_in(baseline=False)
     assert trackers.run_name(_root_=plain) == Path(plain.paths.output_dir).name
     # a fold of cross-validation is its own run
-    folded = compose_in("cv.folds=3", "data.fold=1")
+    folded = compose_in("cv.folds=3", "data.fold=1", baseline=False)
     assert trackers.run_name(_root_=folded) == "cv.folds=3,data.fold=1-fold1"
     slashed = compose_in("ckpt_path=/a/b.ckpt")
     assert "/" not in trackers.run_dirname(_root_=slashed)
@@ -198,7 +199,7 @@ def test_names_follow_the_overrides_not_the_seeded_rng(compose_in):
 
 def test_logger_configs_get_names_tags_and_honor_mlflow_tracking_uri(compose_in, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = compose_in("logger=[many,wandb]", "lr=0.02")
+    cfg = compose_in("logger=[many,wandb]", "lr=0.02", baseline=False)  # names: these only
     assert cfg.logger.mlflow.run_name == "lr=0.02" == cfg.logger.wandb.name
     assert cfg.logger.tensorboard.version == "lr=0.02"
     assert cfg.logger.mlflow.experiment_name == "train"  # a single run: the task's experiment
@@ -277,12 +278,17 @@ def test_a_job_that_fails_before_training_has_a_failed_mlflow_run(compose_in):
 
     from trainlab.run import train
 
-    cfg = compose_in("batch_size=5000", "logger=mlflow", "callbacks=none", "lr=0.03")
+    # digits' training split is under 5000; the name is these overrides only (no baseline)
+    cfg = compose_in(
+        "data=digits", "batch_size=5000", "logger=mlflow", "callbacks=none", "lr=0.03",
+        baseline=False,
+    )  # fmt: skip
     with pytest.raises(Exception, match="larger than the training split"):
         train(cfg)
     mlflow.set_tracking_uri(f"sqlite:///{cfg.paths.log_dir}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["train"])
-    assert runs["tags.mlflow.runName"].tolist() == ["batch_size=5000,callbacks=none,lr=0.03"]
+    name = "data=digits,batch_size=5000,callbacks=none,lr=0.03"
+    assert runs["tags.mlflow.runName"].tolist() == [name]
     assert runs["tags.status"].tolist() == ["failed"] and runs["status"].tolist() == ["FAILED"]
     assert trackers._open == []
 
