@@ -54,6 +54,15 @@ def check_sweeper(config: DictConfig) -> SweepSettings | None:
             "(seed=1), then train the best trial's configuration over seeds as a grid: "
             "python train.py -m <its overrides> seed=1,2,3"
         )
+    changing = sorted(k for k in space.distributions if _sets_the_objective(k))
+    if changing:
+        raise ConfigError(
+            f"the Optuna sweep would search over {', '.join(changing)}, which sets the objective "
+            "(each data set picks its task: accuracy, AUROC, MSE, ...): one study has one "
+            "objective and one direction, and would rank an accuracy against an MSE. Run one "
+            "study per data set or objective (hydra.sweep.dir apart), or compare them with a "
+            "grid sweep, whose report ranks each objective on its own."
+        )
     if not space.distributions:
         raise ConfigError(
             "the Optuna sweep has nothing to search: hydra.sweeper.params is empty and the "
@@ -115,6 +124,13 @@ def _check_wilcoxon(cv_folds: int, p_threshold: Any) -> None:
             f"{threshold} its signed-rank test needs {needed} folds before it can decide, "
             f"and one more to spare. Use cv.folds={needed + 1} or more, or pruner=asha."
         )
+
+
+def _sets_the_objective(key: str) -> bool:
+    """A key whose value can change the metric a trial returns, or its direction."""
+    return key in ("data", "task", "optimized_metric", "optimized_direction") or key.startswith(
+        "task.objective"
+    )
 
 
 def _task_overrides(config: DictConfig) -> list[str]:
