@@ -11,6 +11,8 @@ matplotlib are imported only when a report is written, so that single runs do no
 
 - `jobs`: reading each job's directory (overrides, record) into one row
 - `summary`: the table, best first, and `write_report`, which writes every file
+- `objectives`: a sweep whose jobs optimize different objectives (data sets, a swept
+  optimized_metric): a report per objective in objectives/, never one ranking across them
 - `configs`: repeats (seeds) grouped into configurations, mean ± 95% CI, ties with the best
 - `recommend`: the configuration to train, its command, the lr-edge suggestion, report.json
 - `stats`: the Student-t interval and the t-tests the configurations use

@@ -147,9 +147,12 @@ def panel_text(metric: str, objective: str | None, direction: str | None, config
     return title + (f"\n({better})" if better else ""), metric + (f" ({how})" if how else "")
 
 
-def plot_val_curves(df, sweep_dir: Path, unreadable: list[tuple[str, str]]) -> Path | None:
+def plot_val_curves(
+    df, sweep_dir: Path, unreadable: list[tuple[str, str]], out: Path | None = None
+) -> Path | None:
     """The validation metrics per epoch for the best few configurations; the best one's
-    repeats (and folds) as a min-max band around their mean."""
+    repeats (and folds) as a min-max band around their mean. The jobs are in `sweep_dir`;
+    the PNG goes to `out` (default: `sweep_dir`)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -196,4 +199,4 @@ def plot_val_curves(df, sweep_dir: Path, unreadable: list[tuple[str, str]]) -> P
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    return save_png(fig, sweep_dir / "val_curves.png")
+    return save_png(fig, Path(out or sweep_dir) / "val_curves.png")

@@ -11,6 +11,7 @@ own process (hydra/launcher=joblib) alike.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,24 @@ def _objective(record: dict[str, Any] | None) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def best_so_far(sweep_dir: Path) -> tuple[str, float, str] | None:
+def objective_of(record: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    """(optimized_metric, direction) of a record, None when it does not say."""
+    metric = (record or {}).get("optimized_metric")
+    return (metric, record.get("direction")) if metric else None
+
+
+def best_so_far(
+    sweep_dir: Path, objective: tuple[Any, Any] | None = None, records: list | None = None
+) -> tuple[str, float, str] | None:
     """(job, objective, metric) of the best completed job of the sweep so far, by the
-    direction its records give (maximize only where none says)."""
+    direction its records give (maximize only where none says); among the jobs of
+    `objective` ((optimized_metric, direction)) only, when given. `records`: the sweep's
+    [(job dir, record)], when already read."""
     best = None
-    records = [(job, read_record(job)[0]) for job in job_dirs(sweep_dir)]
+    if records is None:
+        records = [(job, read_record(job)[0]) for job in job_dirs(sweep_dir)]
+    if objective is not None:
+        records = [(job, r) for job, r in records if objective_of(r) == objective]
     said = [r.get("direction") for _, r in records if r and r.get("direction")]
     sign = 1.0 if said and said[0] == "minimize" else -1.0
     for job, record in records:
@@ -73,7 +87,15 @@ def job_line(sweep_dir: Path, job_dir: Path, overrides: list[str]) -> str:
         line += f", {record.get('optimized_metric')} {value:.4g}{_over_folds(record)}"
     elif (record or {}).get("error"):
         line += f": {str(record['error'])[:160]}"
-    best = best_so_far(sweep_dir)
+    records = [(job, read_record(job)[0]) for job in job_dirs(sweep_dir)]
+    seen = {objective_of(r) for _, r in records} - {None}
+    if len(seen) > 1:  # objectives that do not compare: the best of this job's own only
+        mine = objective_of(record)
+        best = best_so_far(sweep_dir, mine, records) if mine else None
+        if best is not None:
+            line += f" (best so far of {best[2]}: {best[1]:.4g}, job {best[0]})"
+        return line
+    best = best_so_far(sweep_dir, records=records)
     if best is not None:
         line += f" (best so far {best[1]:.4g}, job {best[0]})"
     return line
@@ -109,7 +131,11 @@ def _float(text: str | None) -> float:
 
 def ranking_lines(sweep_dir: Path, top: int = TOP) -> list[str]:
     """The configurations (config_lines) when repeats were run, else the first rows of
-    summary.csv (best first), one line each."""
+    summary.csv (best first), one line each; for a sweep of several objectives
+    (report.json's `objectives`), those of each objective's own report."""
+    split = objective_lines(sweep_dir, top)
+    if split is not None:
+        return split
     by_config = config_lines(sweep_dir, top)
     if by_config:
         return by_config
@@ -125,4 +151,27 @@ def ranking_lines(sweep_dir: Path, top: int = TOP) -> list[str]:
         except ValueError:
             value = str(row.get("objective"))
         lines.append(f"  job {row.get('job')}: {value}  {row.get('overrides')}")
+    return lines
+
+
+def objective_lines(sweep_dir: Path, top: int = TOP) -> list[str] | None:
+    """The ranking of each objective under a heading (report.json's `objectives`, written
+    by objectives.py); None for a sweep of one objective."""
+    try:
+        found = json.loads((Path(sweep_dir) / "report.json").read_text()).get("objectives")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(found, list) or not found:
+        return None
+    lines = [f"{len(found)} objectives, each ranked on its own ({Path(sweep_dir) / 'summary.md'}):"]
+    for k, entry in enumerate(found, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("dir"), str):
+            continue
+        by = " ".join(entry.get("set_by") or []) or "no override"
+        lines.append(
+            f"objective {k} of {len(found)}: {entry.get('objective')}, "
+            f"{entry.get('direction')}d ({by}):"
+        )
+        ranked = ranking_lines(Path(sweep_dir) / entry["dir"], top)
+        lines += [f"  {line}" for line in ranked or ["no completed job"]]
     return lines

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainlab.report import configs as grouping
-from trainlab.report import recommend
+from trainlab.report import objectives, recommend
 from trainlab.report.files import write_atomic
 from trainlab.report.jobs import STATUS_ORDER, job_dirs, overrides_row, read_job, read_overrides
 from trainlab.report.names import better_word, label
@@ -47,7 +49,20 @@ def summarize(sweep_dir: Path, plan: SweepPlan | None = None, jobs_ended: bool =
         if whole in df:
             with contextlib.suppress(TypeError, ValueError):  # not numbers: left as they are
                 df[whole] = df[whole].astype("Int64")
+    found = objectives.split(df)
+    if len(found.groups) > 1:  # ranked within each objective, never across (objectives.py)
+        parts = [best_first(df.loc[o.index], o.direction or "maximize") for o in found.groups]
+        rest = best_first(df.loc[found.unknown], "maximize")
+        rest["best"] = ""  # whatever it is, it is ranked against nothing
+        return pd.concat([*parts, rest]).reset_index(drop=True)
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
+    return best_first(df, direction).reset_index(drop=True)
+
+
+def best_first(df, direction: str):
+    """The rows completed first, by objective the `direction` way, then by status; the
+    first completed row marked ★ in a new `best` column."""
+    df = df.copy()
     completed = df["status"] == "completed"
     sign = -1.0 if direction == "maximize" else 1.0
     df["_rank"] = df["status"].map(STATUS_ORDER).fillna(9)
@@ -56,7 +71,7 @@ def summarize(sweep_dir: Path, plan: SweepPlan | None = None, jobs_ended: bool =
     df.insert(0, "best", "")
     if completed.any():
         df.iloc[0, 0] = "★"
-    return df.reset_index(drop=True)
+    return df
 
 
 def write_report(
@@ -67,7 +82,9 @@ def write_report(
     repeat_knobs: list[str] | tuple[str, ...] | None = None,
 ) -> Path | None:
     """summary.csv, summary.md, configs.csv, configs.md, report.json and the plots in
-    `sweep_dir`; returns summary.md's path.
+    `sweep_dir`; returns summary.md's path. A sweep whose jobs optimize different
+    objectives gets a report per objective in objectives/<metric>-<direction>/ and, in
+    `sweep_dir`, files that put them side by side, never ranked together (objectives.py).
 
     `plan`: the jobs the sweep was to run (default: from multirun.yaml, for a grid); those
     without a directory are listed as never ran. `jobs_ended`: no job of the sweep runs any
@@ -83,6 +100,37 @@ def write_report(
     if df.empty:
         log.warning("no jobs under %s: nothing to report", sweep_dir)
         return None
+    knobs = tuple(repeat_knobs) if repeat_knobs else grouping.repeat_knobs(sweep_dir)
+    found = objectives.split(df)
+    if len(found.groups) > 1:
+        return objectives.write_split(sweep_dir, df, found, knobs, ended_early)
+    part = report_part(sweep_dir, sweep_dir, df, knobs, ended_early)
+    lines = [f"# Sweep report: {sweep_dir.name}", "", *part.lines]
+    lines += [f"![{p.stem}]({p.name})" for p in part.plots]
+    text = "\n".join(lines) + "\n"
+    summary = sweep_dir / "summary.md"
+    write_atomic(summary, lambda tmp: Path(tmp).write_text(text))
+    log.info("sweep report: %s", summary)
+    return summary
+
+
+@dataclass
+class Part:
+    """The report of one objective's jobs: summary.md's lines below its title (the plots
+    left out), the plots, and the summary and configuration tables written to its files."""
+
+    lines: list[str]
+    plots: list[Path]
+    table: Any
+    configs: Any
+
+
+def report_part(
+    sweep_dir: Path, out: Path, df, knobs, ended_early: str | None, optuna: bool = True
+) -> Part:
+    """Writes summary.csv, configs.csv, configs.md, report.json and the plots of the jobs
+    `df` (all of one objective, best first) into `out`; `sweep_dir`: where the jobs are.
+    `optuna`: draw the Optuna study's plots (one objective for the whole study)."""
     metric = (
         df["optimized_metric"].dropna().iloc[0]
         if df["optimized_metric"].notna().any()
@@ -90,17 +138,16 @@ def write_report(
     )
     direction = df["direction"].dropna().iloc[0] if df["direction"].notna().any() else "maximize"
 
-    knobs = tuple(repeat_knobs) if repeat_knobs else grouping.repeat_knobs(sweep_dir)
-    answer, rule_plot = write_answers(sweep_dir, df, metric, direction, knobs)
+    answer, rule_plot, configs = write_answers(out, df, metric, direction, knobs)
     df = df.drop(columns=["_overrides"], errors="ignore")
     started = df[df["status"] != "never ran"]
     found: list[tuple[str, str]] = []  # files the plots could not read
     plots = [
-        plot_objective_vs_lr(started, sweep_dir, metric),
-        plot_lr_batch_heatmap(df, sweep_dir, metric, direction),
-        plot_val_curves(started, sweep_dir, found),
+        plot_objective_vs_lr(started, out, metric),
+        plot_lr_batch_heatmap(df, out, metric, direction),
+        plot_val_curves(started, sweep_dir, found, out),
     ]
-    searched, not_drawn, study = optuna_plots(sweep_dir, metric)
+    searched, not_drawn, study = optuna_plots(sweep_dir, metric) if optuna else ([], [], None)
     plots += searched
     for job, why in found:
         at = df["job"] == job
@@ -117,12 +164,10 @@ def write_report(
     columns += [k for k in swept_keys(df) if k not in columns]
     columns += ["error", "unreadable"]
     table = df[[c for c in columns if c in df]]
-    write_atomic(sweep_dir / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_atomic(out / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
 
     counts = df["status"].value_counts()
     lines = [
-        f"# Sweep report: {sweep_dir.name}",
-        "",
         f"- sweep directory: `{sweep_dir}`",
         f"- objective: {metric} ({label(metric)}), {direction}d: {better_word(direction)}",
         "- jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUS_ORDER if counts.get(s)),
@@ -180,17 +225,13 @@ def write_report(
         for job, why in unreadable:
             log.warning("sweep report: job %s: unreadable: %s", job, why)
     plots.append(rule_plot)
-    lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
-    text = "\n".join(lines) + "\n"
-    summary = sweep_dir / "summary.md"
-    write_atomic(summary, lambda tmp: Path(tmp).write_text(text))
-    log.info("sweep report: %s", summary)
-    return summary
+    return Part(lines, [p for p in plots if p is not None], table, configs)
 
 
-def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs):
+def write_answers(out: Path, df, metric: str, direction: str, knobs):
     """configs.csv, configs.md and report.json (configs.py, recommend.py); returns the
-    recommendation section of summary.md and the lr-batch-rule plot's path (or None)."""
+    recommendation section of summary.md, the lr-batch-rule plot's path (or None) and the
+    configuration table."""
     ranked = grouping.rank(grouping.group(df, knobs), direction)
     grouping.mark_ties(ranked)
     notes = grouping.notes(ranked, knobs)
@@ -201,18 +242,18 @@ def write_answers(sweep_dir: Path, df, metric: str, direction: str, knobs):
     if pending:  # a report of a running (or stopped) sweep: the ranking may still change
         notes.insert(0, f"{pending} jobs are running or have not run: this answer is provisional")
     table = grouping.table(ranked)
-    write_atomic(sweep_dir / "configs.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_atomic(out / "configs.csv", lambda tmp: table.to_csv(tmp, index=False))
     text = grouping.markdown(table, metric, direction, notes)
-    write_atomic(sweep_dir / "configs.md", lambda tmp: Path(tmp).write_text(text))
+    write_atomic(out / "configs.md", lambda tmp: Path(tmp).write_text(text))
     recommended = recommend.recommendation(ranked, df, knobs)
     jobs = df.drop(columns=["_overrides"], errors="ignore")
-    rule = recommend.lr_batch_rule(jobs, direction, sweep_dir)
+    rule = recommend.lr_batch_rule(jobs, direction, out)
     meta = {"objective": metric, "direction": direction, "repeat_knobs": list(knobs)}
-    recommend.write_json(sweep_dir / "report.json", recommended, table, notes, rule, meta)
+    recommend.write_json(out / "report.json", recommended, table, notes, rule, meta)
     plot = rule.get("plot") if isinstance(rule, dict) else None
     plot = Path(plot) if isinstance(plot, str) and Path(plot).is_file() else None
     said = f"{metric} (mean of {folds} folds)" if folds else metric
-    return recommend.summary_lines(recommended, notes, said, rule), plot
+    return recommend.summary_lines(recommended, notes, said, rule), plot, table
 
 
 def cv_note(df, metric: str) -> str | None:
