@@ -67,6 +67,7 @@ def eval_argv(argv: list[str]) -> list[str]:
         )
     own = {override_key(a) for a in args}
     carried = [o for o in run_overrides(Path(value)) if override_key(o) not in own]
+    carried += same_split(Path(value), args)
     if carried:
         # on stderr: `--cfg job` prints the config on stdout
         print(
@@ -101,6 +102,40 @@ def run_overrides(ckpt: Path) -> list[str]:
         return not any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in skipped)
 
     return [str(o) for o in listed if carried(str(o))] if isinstance(listed, list) else []
+
+
+def same_split(ckpt: Path, args: list[str]) -> list[str]:
+    """The seeds that drew the run's data split (its `seed` and `split_seed`, from
+    `<run>/.hydra/config.yaml`), so that its test split is evaluated and not a new one that
+    holds samples the checkpoint trained on; giving another is refused. [] outside a run."""
+    import yaml
+
+    from trainlab.checks import ConfigError
+    from trainlab.ranks import override_key
+
+    saved = ckpt.expanduser().resolve().parent.parent / ".hydra" / "config.yaml"
+    try:
+        config = yaml.safe_load(saved.read_text()) if saved.is_file() else None
+    except (OSError, yaml.YAMLError):
+        config = None
+    if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
+        return []
+    run_seeds = {"seed": config["seed"]}
+    split = config.get("split_seed")
+    run_seeds["split_seed"] = split if isinstance(split, int) else config["seed"]
+    given = {override_key(a): a.split("=", 1)[1] for a in args if "=" in a}
+    for key in ("split_seed", "seed"):
+        if key in given and given[key].strip() != str(run_seeds[key]):
+            if key == "seed" and "split_seed" in given:
+                continue  # a new init seed over the run's own split: allowed
+            raise ConfigError(
+                f"{key}={given[key]}: the run that saved ckpt_path={ckpt} split its data with "
+                f"split_seed={run_seeds['split_seed']} (seed={run_seeds['seed']}); another "
+                "seed draws another split, whose val and test samples the checkpoint may have "
+                f"trained on. Leave {key} out (eval.py uses the run's), or give "
+                f"split_seed={run_seeds['split_seed']} as well to change only the seed."
+            )
+    return [f"{k}={v}" for k, v in run_seeds.items() if k not in given]
 
 
 def prepare_argv(argv: list[str]) -> list[str]:

@@ -26,7 +26,7 @@ from trainlab.callbacks import ThroughputSummary
 from trainlab.checkpoints import AtomicCheckpointIO
 from trainlab.checks import ConfigError
 from trainlab.objective import MODE_OF, best_of, monitor_of
-from trainlab.optim import build_optimizer
+from trainlab.optim import build_optimizer, decay_groups_of
 from trainlab.tables import LoggedModelSummary, LoggedResults
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,30 @@ def build_module(
     build = instantiate(model_cfg, _partial_=True)
     extra = {}
     if task_cfg is not None and "task" in inspect.signature(build.func).parameters:
-        extra["task"] = instantiate(task_cfg)
+        extra["task"] = build_task(task_cfg)
+    elif task_cfg is not None:
+        log.warning(
+            "%s takes no `task`: the task config (task.loss, task.metrics) is not used; the "
+            "module logs what it defines itself",
+            build.func.__name__,
+        )
     return build(optimizer=optimizer, scheduler=scheduler, **extra)
+
+
+def build_task(task_cfg: DictConfig) -> Any:
+    """The Task of `task_cfg`; a loss or metric it cannot build (an experiment's
+    task.loss.label_smoothing on a regression's MSELoss) is one message naming task.*."""
+    try:
+        return instantiate(task_cfg)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):
+            raise cause from err
+        raise ConfigError(
+            f"the task ({task_cfg.get('kind')}: task.loss, task.metrics, ...) cannot be built: "
+            f"{type(cause).__name__}: {cause}. An experiment or override may set task.* keys "
+            "of another task: check them with python train.py <options> --cfg job."
+        ) from err
 
 
 def check_model_fits_data(module: L.LightningModule, datamodule: Any, data_name: str) -> None:
@@ -151,7 +173,7 @@ def check_optimizer_builds(module: L.LightningModule, choices: dict[str, str]) -
     settings, not an error in the middle of fit."""
     factory, spec = module.optimizer_factory, module.scheduler_spec
     try:
-        optimizer = build_optimizer(module, factory, module.hparams.weight_decay_groups)
+        optimizer = build_optimizer(module, factory, decay_groups_of(module))
         if spec is not None:  # built and stepped once: some schedulers read values only then
             scheduler = spec.lightning_config(optimizer, 1000)["scheduler"]  # any length
             if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -78,6 +78,7 @@ def check_config(
         seed=cfg.seed,
         folds=cfg.cv.folds,
     )
+    check_whole_number("split_seed", cfg.split_seed, 0, "0", maximum=2**32 - 1)
     check_optional(check_whole_number, "micro_batch_size", cfg.micro_batch_size, 1, "32")
     check_whole_number("base_batch_size", cfg.base_batch_size, 1, "256")
     check_schedule_knobs(warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)

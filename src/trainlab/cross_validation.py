@@ -52,7 +52,7 @@ def cross_validate(
         if pruning is not None:
             pruning.after_fold(k, values[-1], metrics)
     metrics["cv/mean"] = statistics.fmean(values)
-    metrics["cv/std"] = statistics.pstdev(values)
+    metrics["cv/std"] = statistics.stdev(values)  # the sample std, as the report's
     log.info(
         "cross-validation: %s = %.4f ± %.4f over %d folds",
         cfg.optimized_metric,

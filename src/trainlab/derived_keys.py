@@ -30,7 +30,7 @@ FOLLOW_KNOBS: tuple[tuple[str, str, bool, str], ...] = (
         "batch_size=N (samples per optimizer step) or micro_batch_size=N (samples per "
         "device and forward); the run gives the datamodule the plan's micro batch",
     ),
-    ("data.seed", "${seed}", False, "seed=N"),
+    ("data.seed", "${split_seed}", False, "split_seed=N (the split alone) or seed=N (both)"),
     ("data.folds", "${cv.folds}", False, "cv.folds=K"),
     ("trainer.max_epochs", "${max_epochs}", True, "max_epochs=N (it also sizes the schedules)"),
     ("trainer.precision", "${precision}", True, "precision=..., e.g. precision=bf16-mixed"),

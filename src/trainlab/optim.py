@@ -69,14 +69,14 @@ class ConfiguredOptimizers:
     """`configure_optimizers` for a LightningModule built from config.
 
     The module holds `optimizer_factory` (a partial), `scheduler_spec` (a SchedulerSpec or
-    None) and `hparams.weight_decay_groups`; this builds the optimizer over the module's
-    parameter groups, records what was built (before a scheduler rewrites the lr: OneCycleLR
-    does at once) in `optimizer_built`, and sizes the schedule from Lightning's own count of
-    optimizer steps (or epochs).
+    None) and `weight_decay_groups` (or `hparams.weight_decay_groups`); this builds the
+    optimizer over the module's parameter groups, records what was built (before a scheduler
+    rewrites the lr: OneCycleLR does at once) in `optimizer_built`, and sizes the schedule
+    from Lightning's own count of optimizer steps (or epochs).
     """
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.optimizer_factory, self.hparams.weight_decay_groups)
+        optimizer = build_optimizer(self, self.optimizer_factory, decay_groups_of(self))
         built = describe_optimizer(optimizer)
         if built != getattr(self, "optimizer_built", None):  # once, not per LR-test trial
             log.info("optimizer: %s", built)
@@ -89,6 +89,13 @@ class ConfiguredOptimizers:
         else:
             length = self.trainer.max_epochs
         return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}
+
+
+def decay_groups_of(module) -> str:
+    """How the module's weight decay is split: its own attribute (TaskModule keeps it), else
+    the saved hyperparameter of a module of its own, else auto."""
+    groups = getattr(module, "weight_decay_groups", None)
+    return groups if groups is not None else module.hparams.get("weight_decay_groups", "auto")
 
 
 def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:

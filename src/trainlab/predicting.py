@@ -5,7 +5,8 @@
 The contract with the models: `predict_step(batch, batch_idx)` returns a dict of per-sample
 columns, each a tensor whose first dimension is the batch's length: 1-D tensors become one
 column `<name>`, 2-D (batch, k) ones the columns `<name>_0` ... `<name>_{k-1}`. The CSV starts
-with `index`, the sample's position within the split, and its rows are in that order: the split
+with `index`, the sample's position within the split (then `sample`, its number in the whole
+data set, when the DataModule has `split_indices`), and its rows are in that order: the split
 is served unshuffled (the train split too), and under DDP each rank's share is gathered by
 those indices, so that the file is the same on one device or eight.
 
@@ -57,6 +58,7 @@ def write_predictions(
     finally:
         trainer.callbacks.remove(collector)
     indices, columns = _gathered(trainer, *collector.finished())
+    columns = {**sample_numbers(datamodule, split, indices), **columns}
     path = Path(run_dir) / f"predictions_{split}.csv"
     if trainer.is_global_zero:
         write_text_atomic(path, as_csv(indices, columns))
@@ -190,6 +192,17 @@ def _gathered(
             columns = {n: np.concatenate([s[1][n] for s in shares]) for n in shares[0][1]}
     order = np.argsort(indices, kind="stable")
     return indices[order], {name: values[order] for name, values in columns.items()}
+
+
+def sample_numbers(datamodule: Any, split: str, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """`sample`: each row's number in the whole data set (ArraysDataModule's `split_indices`,
+    e.g. its row of sklearn's load_diabetes()), so that predictions join back to the raw
+    data; {} for a DataModule that cannot say."""
+    split_indices = getattr(datamodule, "split_indices", None)
+    if split_indices is None:
+        return {}
+    numbers = np.asarray(split_indices()[split])
+    return {"sample": numbers[indices]} if len(numbers) > int(indices.max(initial=-1)) else {}
 
 
 def as_csv(indices: np.ndarray, columns: dict[str, np.ndarray]) -> str:

@@ -62,7 +62,9 @@ def hparams_of(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
         "scheduler": choices.get("scheduler"),
         "model": choices.get("model"),
         "data": choices.get("data"),
+        "task": choices.get("task"),
         "seed": knob("seed"),
+        "split_seed": knob("split_seed"),
         "precision": knob("precision"),
     }
 

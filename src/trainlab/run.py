@@ -185,6 +185,9 @@ def fit_and_test(
         "throughput": throughput_of(trainer),
         "plan": plan.as_dict(),
     }
+    if getattr(datamodule, "target_mean", None) is not None:  # val/mse etc. are in these units
+        scale = {"mean": datamodule.target_mean, "std": datamodule.target_std}
+        trained["target_scale"] = {k: v.tolist() for k, v in scale.items()}
     if ckpt is not None:
         how = "started_from" if cfg.ckpt_path is not None else "resumed_from"
         if not cfg.train:

@@ -135,7 +135,14 @@ def register_resolver() -> None:
 
 def check_sized_from_data(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Resolve the model's and the task's `${data_spec:...}` before anything is built: a model
-    that needs what the data lacks is one message naming the key, the model and the data."""
+    that needs what the data lacks is one message naming the key, the model and the data.
+    The data is built first, so that its own refusal is reported as the data's."""
+    try:
+        spec_of_data_config(cfg.data)
+    except Exception as err:  # noqa: BLE001 - reported as the data's, with its cause
+        from trainlab.faults import describe
+
+        raise ConfigError(f"data={choices.get('data')}: {describe(err)}") from err
     for node in ("task", "model"):
         if cfg.get(node) is None:
             continue

@@ -24,12 +24,13 @@ STATUS_ORDER = {
     "diverged": 2,
     "failed": 3,
     "interrupted": 4,
-    "running": 5,
-    "unfinished": 6,
-    "unreadable": 7,
-    "never ran": 8,
+    "debug": 5,  # a debug mode ran: listed, never ranked (it has no objective)
+    "running": 6,
+    "unfinished": 7,
+    "unreadable": 8,
+    "never ran": 9,
 }
-RECORDED = ("running", "completed", "pruned", "diverged", "failed", "interrupted")
+RECORDED = ("running", "completed", "pruned", "diverged", "failed", "interrupted", "debug")
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 RECORD = "metrics.json"
 

@@ -10,7 +10,7 @@ A name is read from its parts, whatever the task logged: stage prefixes (`train/
 
 A metric none of whose words is known keeps its own name (`val/foo` -> validation foo).
 Which way is better comes from the records' `direction` for the objective; for the other
-metrics a known word says it (`LOWER`, `HIGHER`), else nothing is claimed.
+metrics a known word says it (trainlab.objective.implied_direction), else nothing is claimed.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ WORDS = {
     "mean": "mean",
     "std": "std",
 }
-LOWER = {"loss", "mse", "rmse", "mae", "bpb", "ppl", "perplexity"}  # lower is better
-HIGHER = {"acc", "accuracy", "f1", "auroc", "auc", "r2"}
 BEST = "_best"
 FOLD = re.compile(r"fold_?(\d+)")
 
@@ -74,13 +72,11 @@ def base_metric(name: str) -> str:
 
 
 def metric_direction(name: str) -> str | None:
-    """maximize/minimize by what the metric is (its last word), None when unknown."""
-    last = base_metric(name).rsplit("/", 1)[-1].split("_")[-1].lower()
-    if last in LOWER:
-        return "minimize"
-    if last in HIGHER:
-        return "maximize"
-    return None
+    """maximize/minimize by what the metric is (the words of its name, as the run's own
+    `optimized_direction: auto` reads them), None when unknown."""
+    from trainlab.objective import implied_direction
+
+    return implied_direction(base_metric(name).rsplit("/", 1)[-1])
 
 
 def better_word(direction: str | None) -> str:

@@ -65,7 +65,7 @@ def best_first(df, direction: str):
     df = df.copy()
     completed = df["status"] == "completed"
     sign = -1.0 if direction == "maximize" else 1.0
-    df["_rank"] = df["status"].map(STATUS_ORDER).fillna(9)
+    df["_rank"] = df["status"].map(STATUS_ORDER).fillna(len(STATUS_ORDER))
     df["_key"] = (sign * df["objective"].astype(float)).where(completed)
     df = df.sort_values(["_rank", "_key"], kind="stable").drop(columns=["_rank", "_key"])
     df.insert(0, "best", "")

@@ -128,9 +128,8 @@ def _check_wilcoxon(cv_folds: int, p_threshold: Any) -> None:
 
 def _sets_the_objective(key: str) -> bool:
     """A key whose value can change the metric a trial returns, or its direction."""
-    return key in ("data", "task", "optimized_metric", "optimized_direction") or key.startswith(
-        "task.objective"
-    )
+    sets = ("data", "task", "experiment", "optimized_metric", "optimized_direction")
+    return key in sets or key.startswith("task.objective")
 
 
 def _task_overrides(config: DictConfig) -> list[str]:

@@ -117,7 +117,24 @@ def tell_job(study, trial, ret, job_dir: Path) -> str:
         if record["status"] == "completed":
             record["status"] = "failed"
     value = ret.return_value if ret is not None and ret.status == JobStatus.COMPLETED else None
-    return tell(study, trial, *outcome_of(record, value))
+    return tell(study, trial, *outcome_of(against_the_study(study, record), value))
+
+
+def against_the_study(study, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A completed job that optimized another metric or direction than the study's (an
+    experiment or override changed its objective) is told as failed, never as a value."""
+    if not record or record.get("status") != "completed":
+        return record
+    metric = study.user_attrs.get("trainlab_objective")
+    direction = study.direction.name.lower()
+    got = (record.get("optimized_metric"), record.get("direction"))
+    if (metric and got[0] != metric) or (got[1] and got[1] != direction):
+        error = (
+            f"the job optimized {got[0]} ({got[1]}), the study {metric} ({direction}): "
+            "its value would be ranked against another objective's"
+        )
+        return {**record, "status": "failed", "error": error}
+    return record
 
 
 def settle_dead_workers(study, sweep_dir: Path) -> None:

@@ -42,6 +42,7 @@ class TaskModule(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningMod
         self.optimizer_factory = optimizer
         self.scheduler_spec = scheduler
         self.optimizer_built: dict[str, Any] | None = None
+        self.weight_decay_groups = weight_decay_groups  # read by configure_optimizers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -30,7 +30,9 @@ class EpochSums:
     def add(self, count: int, **batch_means: Tensor) -> None:
         if self.sums is None:
             device = batch_means[self.names[0]].device
-            self.sums = torch.zeros(len(self.names) + 1, device=device)  # last: the count
+            # float32 whatever the precision (bf16-true makes bfloat16 the default dtype):
+            # a bfloat16 count stops growing at 256 batches of 64
+            self.sums = torch.zeros(len(self.names) + 1, device=device, dtype=torch.float32)
         for i, name in enumerate(self.names):
             self.sums[i] += batch_means[name].detach().float() * count
         self.sums[-1] += count
@@ -118,11 +120,15 @@ class LogsEpochMeans:
         self._scores_in_float32("test")
 
     def _scores_in_float32(self, stage: str) -> None:
-        """`precision=bf16-true` casts the whole module, torchmetrics' sums included (its
-        guard misses `.to(dtype)`): they are put back, so a score is as exact as in fp32."""
+        """`precision=bf16-true` casts the whole module, torchmetrics' sums and the
+        best-so-far buffer included (torchmetrics' guard misses `.to(dtype)`): they are put
+        back to float32, so a score and the objective are as exact as in fp32."""
         scores = self.scores_of(stage)
         if scores is not None:
             scores.set_dtype(torch.float32)
+        best = f"val_{self.best_metric}_best"
+        if stage == "val" and self._buffers[best].dtype != torch.float32:
+            self._buffers[best] = self._buffers[best].float()
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch_means("train", self.train_metrics)

@@ -15,6 +15,7 @@ from torch import nn
 
 from trainlab.checks import ConfigError
 from trainlab.data.spec import DataSpec
+from trainlab.objective import implied_direction
 from trainlab.optim import SchedulerSpec
 from trainlab.tasks.base import TaskModule
 from trainlab.tasks.epoch_metrics import EpochSums
@@ -54,7 +55,7 @@ class Supervised(TaskModule):
         self.test_scores = self.val_scores.clone()
         # the best-so-far: the first metric's (the run's objective may choose another)
         first = task.metrics[0] if task.metrics else "loss"
-        self.keep_best(first, "min" if self.kind == "regression" or first == "loss" else "max")
+        self.keep_best(first, "min" if implied_direction(first) == "minimize" else "max")
 
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The network's outputs in float32, one logit (or value) per sample squeezed to (N,)
