@@ -92,8 +92,12 @@ def test_predictions_are_one_row_per_sample_of_the_split_in_its_order(tmp_path, 
     rows = read_rows(path)
     dataset = getattr(data, f"{split}_set")
     assert len(rows) == len(dataset)
-    assert list(rows[0]) == ["index", "target", "pred", *(f"prob_{j}" for j in range(10))]
+    columns = ["index", "sample", "target", "pred", *(f"prob_{j}" for j in range(10))]
+    assert list(rows[0]) == columns
     assert [int(r["index"]) for r in rows] == list(range(len(dataset)))
+    # `sample` joins a row back to the whole data set: its label there is the row's target
+    labels = data.arrays()[1]
+    assert [labels[int(r["sample"])] for r in rows] == [int(r["target"]) for r in rows]
     # the split's own order, never shuffled (train too): row i is sample i of the split
     assert [int(r["target"]) for r in rows] == dataset.tensors[1].tolist()
     assert all(abs(sum(float(r[f"prob_{j}"]) for j in range(10)) - 1) < 1e-5 for r in rows)
@@ -352,3 +356,18 @@ def test_eval_py_writes_the_test_predictions_of_the_checkpoint(trained_run):
     if "prediction" in rows[0] and "target" in rows[0]:
         right = sum(r["prediction"] == r["target"] for r in rows) / len(rows)
         assert right == pytest.approx(record["metrics"]["test/acc"], abs=1e-4)
+
+
+def test_eval_keeps_the_runs_data_split(tmp_path, eval_script):
+    """The seeds that drew the run's split go with it; another one would evaluate on a split
+    whose test samples the checkpoint may have trained on, so it is refused."""
+    ckpt = fake_run(tmp_path, ["data=diabetes"])
+    (ckpt.parent.parent / ".hydra" / "config.yaml").write_text("seed: 42\nsplit_seed: 42\n")
+    argv = eval_script.eval_argv(["eval.py", f"ckpt_path={ckpt}"])
+    assert {"data=diabetes", "seed=42", "split_seed=42"} <= set(argv)
+    for bad in (["seed=1"], ["split_seed=0"], ["seed=1", "split_seed=7"]):
+        with pytest.raises(ConfigError, match="another seed draws another split"):
+            eval_script.eval_argv(["eval.py", f"ckpt_path={ckpt}", *bad])
+    # a new init seed over the run's own split is fine
+    argv = eval_script.eval_argv(["eval.py", f"ckpt_path={ckpt}", "seed=1", "split_seed=42"])
+    assert argv.count("seed=1") == 1 and "seed=42" not in argv

@@ -109,6 +109,7 @@ def test_a_search_space_that_cannot_be_searched_is_refused(line, says):
         ("optimized_direction=minimize", "contradicts itself"),
         ("seed=1,2", "the best trial would be the luckiest seed"),
         ("data=digits,breast_cancer", "search over data, which sets the objective"),
+        ("experiment=breast_cancer_mlp,diabetes_mlp", "search over experiment"),
         ("optimized_metric=val/acc_best,val/loss_best", "would rank an accuracy against an MSE"),
         ("+hydra.sweeper.pruner_options.patience=3", "not an argument of optuna's Successive"),
         ("+hydra.sweeper.sampler_options.n_startup_trials=many", "takes int there"),

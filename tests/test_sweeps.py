@@ -168,7 +168,7 @@ def test_three_fold_cross_validation_in_one_run(tmp_path):
     folds = [metrics[f"fold{k}/val/acc_best"] for k in range(3)]
     assert record["status"] == "completed"
     assert objective == pytest.approx(sum(folds) / 3) == pytest.approx(metrics["cv/mean"])
-    assert metrics["cv/std"] == pytest.approx(__import__("statistics").pstdev(folds))
+    assert metrics["cv/std"] == pytest.approx(__import__("statistics").stdev(folds))
     assert record["trained"]["cv"]["values"] == pytest.approx(folds)
     assert not any(name.startswith("test/") or "/test/" in name for name in metrics)
     assert sorted(p.name for p in tmp_path.glob("fold_*")) == ["fold_0", "fold_1", "fold_2"]

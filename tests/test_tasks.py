@@ -171,6 +171,9 @@ def test_scores_stay_float32_when_the_model_trains_in_bf16():
     trainer.validate(module, dataloaders=loader, verbose=False)
     assert module.net.layers[1].weight.dtype == torch.bfloat16
     assert module.val_scores["mse"].sum_squared_error.dtype == torch.float32
+    # the epoch sums and the best-so-far too: a bfloat16 count stops at 256 batches of 64
+    assert module.val_metrics.sums.dtype == torch.float32
+    assert module.val_mse_best.dtype == torch.float32
 
 
 @pytest.mark.parametrize("data", ["breast_cancer", "diabetes"])
@@ -188,6 +191,8 @@ def test_each_tabular_task_trains_and_records_its_objective(data, compose_in):
     else:  # standardized targets: the mean scores 1.0; three epochs already beat it
         assert metrics["val/mse_best"] < 0.8 and metrics["test/r2"] > 0.2
         assert metrics["val/mse_best"] == min(metrics["val/mse_best"], metrics["val/mse"])
+        scale = record["trained"]["target_scale"]  # the standardized units, said in raw ones
+        assert 140 < scale["mean"] < 165 and 70 < scale["std"] < 85
 
 
 def test_predictions_of_a_regression_are_in_the_data_units(compose_in):
