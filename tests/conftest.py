@@ -115,8 +115,18 @@ def shipped(key: str) -> Any:
     return OmegaConf.select(cfg, key)
 
 
+_ABSENT = object()
+
+
 def drifted(key: str) -> bool:
-    """conf/ on disk no longer gives `key` its BASELINE value (a fork changed it)."""
+    """conf/ on disk no longer gives `key` its BASELINE value (a fork changed it); a key
+    that conf/ no longer has at all cannot be pinned (Hydra would refuse the override)."""
+    cfg = _shipped_config()
+    if (
+        key not in cfg.hydra.runtime.choices
+        and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT
+    ):
+        return False
     return shipped(key) != BASELINE_VALUES[key]
 
 

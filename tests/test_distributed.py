@@ -44,7 +44,8 @@ def test_the_replaced_builder_is_the_one_the_trainer_uses():
 
 
 def test_child_command_is_this_jobs_overrides_in_this_jobs_dir(tmp_path):
-    compose_run(["trainer=ddp_cpu", "lr=0.003"], tmp_path / "job")
+    # nothing trains: the job's overrides are exactly these (no baseline added)
+    compose_run(["trainer=ddp_cpu", "lr=0.003"], tmp_path / "job", baseline=False)
     command, cwd = distributed.child_command(1)
     assert command[0] == sys.executable
     assert command[-5:] == [

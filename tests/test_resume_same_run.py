@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -158,26 +159,26 @@ def in_project(project: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
-def change_defaults(conf: Path, **changes: tuple[str, str]) -> None:
+def change_defaults(conf: Path, **changes: str) -> None:
+    """conf/train.yaml's default of each key (a knob or a group's option) set to a new value,
+    whatever it was (a fork's defaults too)."""
     text = (conf / "train.yaml").read_text()
-    for old, new in changes.values():
-        assert old in text
-        text = text.replace(old, new)
+    for key, new in changes.items():
+        text, n = re.subn(rf"^(  - )?{key}: *\S+", rf"\g<1>{key}: {new}", text, flags=re.M)
+        assert n == 1, key
     (conf / "train.yaml").write_text(text)
 
 
 @pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_resume_continues_the_saved_run_after_the_defaults_changed_and_twice(project):
     run = project / "run"
+    # the defaults the run starts with, whatever this checkout's are (a fork's): as defaults,
+    # not overrides, so that the resume compares them with the changed ones
+    change_defaults(project / "conf", optimizer="adam", lr="0.001", seed="42")
     first = in_project(project, "max_epochs=1", "scheduler=step", "logger=none", "test=false",
                        f"hydra.run.dir={run}")  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
-    change_defaults(
-        project / "conf",
-        optimizer=("  - optimizer: adam", "  - optimizer: sgd"),
-        lr=("\nlr: 0.001 ", "\nlr: 0.01  "),
-        seed=("\nseed: 42 ", "\nseed: 7  "),
-    )
+    change_defaults(project / "conf", optimizer="sgd", lr="0.01", seed="7")
     plant_lock(run, pid=dead_pid(), host=socket.gethostname())  # killed with -9 earlier
 
     again = in_project(project, f"resume={run}", "max_epochs=2")

@@ -17,7 +17,7 @@ from conftest import ROOT, run_cli
 from trainlab.checks import ConfigError
 from trainlab.run import train
 
-# digits at batch 64: 19 optimizer steps an epoch
+# digits at batch 64 (conftest's BASELINE): 19 optimizer steps an epoch
 STEPS_PER_EPOCH = 19
 LOG = [
     "logger=none",
