@@ -98,10 +98,18 @@ NEEDS = {
 DERIVED = ("in_features", "num_outputs", "in_channels", "image_size", "block_size")
 
 
+_specs: dict[str, DataSpec] = {}  # by the resolved data config: one build per process
+
+
 def spec_of_data_config(data: DictConfig) -> DataSpec:
-    """The spec of the DataModule that `data` (the `data` config node) builds."""
+    """The spec of the DataModule that `data` (the `data` config node) builds; built once per
+    process for each distinct data config (a run resolves it several times, and a fork's
+    spec may read files)."""
     from hydra.utils import instantiate
 
+    key = OmegaConf.to_yaml(data, resolve=True)
+    if key in _specs:
+        return _specs[key]
     datamodule = instantiate(data)
     spec = getattr(datamodule, "spec", None)
     if not isinstance(spec, DataSpec):
@@ -110,6 +118,7 @@ def spec_of_data_config(data: DictConfig) -> DataSpec:
             "so the model cannot be sized from it: give the DataModule a `spec` property "
             "(README, Fork it), or write the model's sizes as numbers in its config."
         )
+    _specs[key] = spec
     return spec
 
 

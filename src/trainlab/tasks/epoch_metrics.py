@@ -37,6 +37,10 @@ class EpochSums:
             self.sums[i] += batch_means[name].detach().float() * count
         self.sums[-1] += count
 
+    def reset(self) -> None:
+        if self.sums is not None:
+            self.sums.zero_()
+
     def running_means(self) -> dict[str, float]:
         """This rank's means of the epoch so far, as numbers, for a display: reading them
         waits for the device, so the caller decides how often. {} before the first batch."""
@@ -114,10 +118,20 @@ class LogsEpochMeans:
         self._step(batch, self.test_metrics, self.scores_of("test"))
 
     def on_validation_epoch_start(self) -> None:
-        self._scores_in_float32("val")
+        self._start_epoch("val")
 
     def on_test_epoch_start(self) -> None:
-        self._scores_in_float32("test")
+        self._start_epoch("test")
+
+    def _start_epoch(self, stage: str) -> None:
+        """A val or test epoch starts from nothing: one that was cut short (the batch-size
+        finder's out-of-memory trial) leaves no partial sums behind. (Training sums are
+        not reset here: a resumed run restores its part-done epoch into them.)"""
+        getattr(self, f"{stage}_metrics").reset()
+        scores = self.scores_of(stage)
+        if scores is not None:
+            scores.reset()
+        self._scores_in_float32(stage)
 
     def _scores_in_float32(self, stage: str) -> None:
         """`precision=bf16-true` casts the whole module, torchmetrics' sums and the
