@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from conftest import group_options
 from trainlab.building import build_module, check_model_fits_data
 from trainlab.checks import ConfigError
-from trainlab.data.spec import check_sized_from_data
+from trainlab.data.sizing import check_sized_from_data
 from trainlab.optim import SchedulerSpec
 from trainlab.run import build_trainer, instantiate_each
 

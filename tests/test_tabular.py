@@ -4,10 +4,14 @@ train+val and never touch test."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from trainlab.checks import ConfigError
+from trainlab.data.arrays import ArraysDataModule
 from trainlab.data.digits import DigitsDataModule
 from trainlab.data.tabular import BreastCancerDataModule, DiabetesDataModule
 
@@ -85,3 +89,37 @@ def test_each_module_says_what_it_holds():
     assert BreastCancerDataModule().spec.in_features == 30
     assert BreastCancerDataModule().spec.num_outputs == 1
     assert DiabetesDataModule().spec.num_targets == 1
+
+
+class Tiny(ArraysDataModule):
+    """20 samples, 3 targets: scikit-learn's linnerud's size."""
+
+    task = "regression"
+
+    def arrays(self):
+        rng = np.random.default_rng(0)
+        return rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"folds": 10}, "cv.folds=10 leaves 1 sample(s) in a fold's validation split"),
+        ({"folds": 17}, "n_splits=17 greater than the number of samples: n_samples=16"),
+        ({"val_fraction": 0.05}, "the val split of Tiny holds 1 sample(s)"),
+        ({"test_fraction": 0.01}, "the test split of Tiny holds 1 sample(s)"),
+        ({"folds": 3, "fold": 3}, "data.fold=3: use 0..2"),
+    ],
+)
+def test_a_split_too_small_to_score_is_refused_before_training(kwargs, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        Tiny(**kwargs).train_size()
+    assert Tiny(folds=5).train_size() == 12  # 16 train+val samples, 4 validate
+
+
+def test_several_regression_targets_are_sized_and_scaled_each():
+    tiny = Tiny(batch_size=4)
+    assert (tiny.spec.num_targets, tiny.spec.num_outputs, tiny.spec.in_features) == (3, 3, 3)
+    tiny.setup()
+    assert tiny.target_mean.shape == (3,)
+    assert tiny.train_set.tensors[1].mean(0).abs().max() < 1e-5

@@ -17,7 +17,8 @@ from conftest import group_options, run_cli
 from quick import QUICK
 from trainlab.building import build_module, check_model_fits_data
 from trainlab.checks import ConfigError
-from trainlab.data.spec import DataSpec, check_sized_from_data
+from trainlab.data.sizing import check_sized_from_data
+from trainlab.data.spec import DataSpec
 from trainlab.faults import describe
 from trainlab.models.nets import MLP
 from trainlab.run import train
@@ -61,13 +62,13 @@ def test_the_data_spec_follows_the_data_config(compose_in):
         (["model=cnn", "data=diabetes"], "square images"),
         (["model=gpt", "data=digits"], "tokens"),
         (["model=gpt", "data=diabetes"], "model=gpt"),
-        (["task=multiclass", "data=diabetes"], "task.num_classes"),
+        (["task=multiclass", "data=diabetes"], "task=multiclass does not fit data=diabetes"),
     ],
 )
 def test_a_model_the_data_cannot_size_is_one_message(overrides, says, compose_in):
     cfg = compose_in(*overrides)
     with pytest.raises(ConfigError) as refused:
-        check_sized_from_data(cfg, dict(cfg.hydra.runtime.choices))
+        check_sized_from_data(cfg, dict(cfg.hydra.runtime.choices), overrides)
     assert says in str(refused.value)
     assert "data=" in str(refused.value)  # names the data too
 
@@ -213,3 +214,33 @@ def test_a_debug_mode_is_recorded_debug_without_an_objective(debug, compose_in):
     train(cfg)
     record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert (record["status"], record["objective"], record["debug"]) == ("debug", None, debug)
+
+
+def test_a_data_config_without_its_task_line_is_told_the_line_to_add():
+    from trainlab.data.sizing import check_task_of_data
+
+    spec = DataSpec("binary", (30,), num_classes=2)
+    with pytest.raises(ConfigError) as refused:
+        check_task_of_data(spec, "multiclass", "mine", given=["lr=0.1"])
+    said = describe(refused.value)
+    assert "conf/data/mine.yaml picks task=multiclass" in said
+    assert "override /task@_global_.task: binary" in said
+    with pytest.raises(ConfigError, match="task=multiclass does not fit data=mine, which is bin"):
+        check_task_of_data(spec, "multiclass", "mine", given=["task=multiclass"])
+    check_task_of_data(spec, "binary", "mine", given=[])  # agreeing: nothing to say
+
+
+class NoSpec(L.LightningDataModule):
+    """A DataModule of a fork that declares no spec."""
+
+    def __init__(self, batch_size: int = 64, seed: int = 0, **digits_arguments) -> None:
+        super().__init__()
+
+
+def test_a_data_module_without_spec_runs_with_sizes_given_as_numbers(compose_in):
+    sized = ("model.net.in_features=64", "model.net.num_outputs=10", "task.num_classes=10")
+    cfg = compose_in("data._target_=test_tasks.NoSpec", *sized)
+    check_sized_from_data(cfg, {"data": "nospec"})  # no ${data_spec:...} left to ask for it
+    cfg = compose_in("data._target_=test_tasks.NoSpec")
+    with pytest.raises(ConfigError, match="NoSpec declares no `spec`"):
+        check_sized_from_data(cfg, {"data": "nospec"})

@@ -68,7 +68,7 @@ def jobs_only(runs):
 
 
 def sweep_dir(project: Path) -> Path:
-    (found,) = (project / "outputs").glob("debug/multirun/*/*")
+    (found,) = (project / "outputs").glob("*/multirun/*/*")
     return found
 
 

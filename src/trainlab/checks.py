@@ -144,7 +144,9 @@ def check_optimized_metric(metric: Any, logged: Iterable[str]) -> None:
     if metric not in logged:
         raise ConfigError(
             f"optimized_metric={shown(metric)} is never logged by this model, so no run could "
-            f"report it. The model logs: {', '.join(logged)}."
+            f"report it. The model logs: {', '.join(logged)}; and val/<name>_best, the best so "
+            "far, of any val/<name> there (give e.g. optimized_metric=val/<name>_best, or add "
+            "the metric to task.metrics)."
         )
 
 

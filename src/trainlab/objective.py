@@ -156,13 +156,22 @@ def check_monitors(callbacks: Any, metric: Any, given: Any, scheduler: Any = Non
             )
 
 
+def best_of_first(metrics: Any) -> str:
+    """A task's default objective: the best-so-far of its first metric (`[mse, mae, r2]` ->
+    val/mse_best), or of the loss when it scores none."""
+    names = list(metrics or [])
+    return f"val/{names[0]}{BEST_SUFFIX}" if names else f"val/loss{BEST_SUFFIX}"
+
+
 def register_resolvers() -> None:
     """`${trainlab.monitor:<metric>}`, `${trainlab.mode:<monitor>,<metric>,<direction>}`,
-    `${trainlab.direction:<metric>,<direction>}` for the configs (idempotent)."""
+    `${trainlab.direction:<metric>,<direction>}`, `${trainlab.first_best:<metrics>}` for the
+    configs (idempotent)."""
     for name, fn in (
         ("trainlab.monitor", monitor_of),
         ("trainlab.mode", monitor_mode),
         ("trainlab.direction", objective_direction),
+        ("trainlab.first_best", best_of_first),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -4,9 +4,8 @@
   ..." (litmodels) lines: advertisements, printed at every Trainer;
 - torch's "`isinstance(treespec, LeafSpec)` is deprecated" warning, raised from Lightning's
   own code (nothing a user of this template can change);
-- Lightning's "The number of training batches (6) is smaller than the logging interval"
-  warning: the metrics here are logged once per epoch, whatever the interval (a small data
-  set such as breast_cancer has 6 batches an epoch).
+- Lightning's "The dirpath has changed from ..." warning when a checkpoint saved by one run is
+  evaluated or started from in another (eval.py, ckpt_path=): the new run keeps its own.
 
 Everything else, other warnings of the same category included, still shows, and lands in
 train.log too: Python's warnings go to stderr by `warnings.showwarning`, outside logging,
@@ -23,7 +22,7 @@ import warnings
 TIPS = ("💡 Tip: For seamless cloud",)
 WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"The dirpath has changed from",
 )
 
 

@@ -48,7 +48,7 @@ from trainlab.checkpoints import (
 from trainlab.checks import check_batch_fits, check_optimized_metric
 from trainlab.config_checks import check_config, overrides_and_groups
 from trainlab.cross_validation import cross_validate
-from trainlab.data.spec import check_sized_from_data
+from trainlab.data.sizing import check_sized_from_data
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
 from trainlab.objective import direction_or_default
@@ -252,8 +252,9 @@ def train(cfg: DictConfig) -> float:
     pruning = None
     try:
         with stop.installed():
-            check_config(cfg, *overrides_and_groups())
-            check_sized_from_data(cfg, group_choices())
+            overrides, groups = overrides_and_groups()
+            check_config(cfg, overrides, groups)
+            check_sized_from_data(cfg, group_choices(), overrides)
             pruning = trial_pruning(cfg.optimized_metric, cfg.max_epochs, cfg.cv.folds)
             if pruning is not None:
                 known["optuna"] = pruning.recorded()

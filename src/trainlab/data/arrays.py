@@ -86,7 +86,41 @@ class ArraysDataModule(InMemoryDataModule):
         return DataSpec(self.task, tuple(x.shape[1:]), num_classes=len(classes))
 
     def split_indices(self) -> dict[str, np.ndarray]:
-        """Indices of the train/val/test samples, the same for the same seed."""
+        """Indices of the train/val/test samples, the same for the same seed; a split too
+        small to score (under two samples: R² and AUROC need two) is refused."""
+        if self.folds >= 2 and not 0 <= self.fold < self.folds:
+            raise ConfigError(f"data.fold={self.fold}: use 0..{self.folds - 1} (cv.folds)")
+        try:
+            split = self._split_indices()
+        except ValueError as err:  # scikit-learn's: a share rounds to no sample, too few
+            raise ConfigError(
+                f"{type(self).__name__} ({len(self.arrays()[1])} samples) cannot be split with "
+                f"data.val_fraction={self.val_fraction}, data.test_fraction="
+                f"{self.test_fraction}, cv.folds={self.folds}: {err}"
+            ) from err
+        self._check_scorable(split)
+        return split
+
+    def _check_scorable(self, split: dict[str, np.ndarray]) -> None:
+        smallest = {"test": len(split["test"]), "val": len(split["val"])}
+        if self.folds >= 2:
+            pool = len(split["train"]) + len(split["val"])
+            smallest["val"] = pool // self.folds  # KFold's smallest validation fold
+            if smallest["val"] < 2:
+                raise ConfigError(
+                    f"cv.folds={self.folds} leaves {smallest['val']} sample(s) in a fold's "
+                    f"validation split ({pool} train+val samples of {type(self).__name__}): "
+                    f"scores such as R² and AUROC need two; use cv.folds from 2 to {pool // 2}"
+                )
+        for name, size in smallest.items():
+            if size < 2:
+                raise ConfigError(
+                    f"the {name} split of {type(self).__name__} holds {size} sample(s) with "
+                    f"data.{name}_fraction={getattr(self, f'{name}_fraction')}: scores such as "
+                    f"R² and AUROC need two; give a larger data.{name}_fraction"
+                )
+
+    def _split_indices(self) -> dict[str, np.ndarray]:
         labels = self.arrays()[1]
         strata = labels if self.classifies else None
         everything = np.arange(len(labels))

@@ -89,6 +89,10 @@ class DataSpec:
         return f"the data is {self.task} with inputs of shape {self.input_shape}{extra}"
 
 
+class SpecMissing(ConfigError):
+    """The DataModule declares no `spec`: an error only where a config asks for it."""
+
+
 FIELDS = ("task", "input_shape", "num_classes", "num_targets", "vocab_size")
 NEEDS = {
     "num_classes": "classes (classification data)",
@@ -113,10 +117,11 @@ def spec_of_data_config(data: DictConfig) -> DataSpec:
     datamodule = instantiate(data)
     spec = getattr(datamodule, "spec", None)
     if not isinstance(spec, DataSpec):
-        raise ConfigError(
+        raise SpecMissing(
             f"{type(datamodule).__name__} declares no `spec` (a trainlab.data.spec.DataSpec), "
             "so the model cannot be sized from it: give the DataModule a `spec` property "
-            "(README, Fork it), or write the model's sizes as numbers in its config."
+            "(README, Fork it), or write the sizes as numbers in the model's and the task's "
+            "configs (model.net.in_features=..., task.num_classes=..., no ${data_spec:...})."
         )
     _specs[key] = spec
     return spec
@@ -140,29 +145,3 @@ def register_resolver() -> None:
     """Once per process, before Hydra composes (importing `trainlab` does it)."""
     if not OmegaConf.has_resolver("data_spec"):
         OmegaConf.register_new_resolver("data_spec", data_spec)
-
-
-def check_sized_from_data(cfg: DictConfig, choices: dict[str, str]) -> None:
-    """Resolve the model's and the task's `${data_spec:...}` before anything is built: a model
-    that needs what the data lacks is one message naming the key, the model and the data.
-    The data is built first, so that its own refusal is reported as the data's."""
-    try:
-        spec_of_data_config(cfg.data)
-    except Exception as err:  # noqa: BLE001 - reported as the data's, with its cause
-        from trainlab.faults import describe
-
-        raise ConfigError(f"data={choices.get('data')}: {describe(err)}") from err
-    for node in ("task", "model"):
-        if cfg.get(node) is None:
-            continue
-        try:
-            OmegaConf.to_container(cfg[node], resolve=True)
-        except Exception as err:  # noqa: BLE001 - the cause is what the user needs
-            cause = err
-            while cause.__cause__ is not None or cause.__context__ is not None:
-                cause = cause.__cause__ or cause.__context__
-            key = getattr(err, "full_key", None) or node
-            raise ConfigError(
-                f"{key} (model={choices.get('model')}, task={choices.get('task')}, "
-                f"data={choices.get('data')}): {cause}"
-            ) from err
