@@ -25,6 +25,7 @@ def plain(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_plain_loop_and_template_train_the_same_model_to_the_same_accuracy(tmp_path):
     reference = plain("--epochs", "3")
     _, record = completed_run(tmp_path, "train", "max_epochs=3", "logger=none")

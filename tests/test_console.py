@@ -149,6 +149,7 @@ def test_epochs_csv_has_train_and_val_of_each_epoch_side_by_side(redirected):
     assert list(table["train/acc"]) == pytest.approx(list(train))
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_sigterm_then_resume_appends_each_epoch_once_without_a_logger(tmp_path):
     run = tmp_path / "run"
     stopped = run_cli(
@@ -184,6 +185,7 @@ def with_umask_027(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_a_run_killed_after_rows_its_checkpoint_lacks_rewrites_them_once(tmp_path):
     run = tmp_path / "run"
     # no epoch-end last.ckpt: the newest checkpoint is step 4's (epoch 1), rows 0 and 1 exist

@@ -134,6 +134,7 @@ def test_describe_is_one_paragraph_that_names_the_fault(err, message):
     assert message in text and "\n" not in text and len(text) <= 1200
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_evaluating_a_checkpoint_with_nan_weights_is_refused(tmp_path):
     run = tmp_path / "run"
     assert run_cli("max_epochs=1", f"hydra.run.dir={run}", project=tmp_path).returncode == 0
@@ -148,6 +149,7 @@ def test_evaluating_a_checkpoint_with_nan_weights_is_refused(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_an_evaluation_records_the_hparams_of_the_run_that_trained(tmp_path):
     run, evaluation = tmp_path / "run", tmp_path / "eval"
     trained = run_cli("max_epochs=1", "lr=0.003", f"hydra.run.dir={run}", project=tmp_path)

@@ -114,6 +114,7 @@ def test_an_added_key_that_an_object_takes_is_accepted(compose_in, overrides):
     checked(compose_in, *overrides)
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_every_shipped_option_passes_the_checks(compose_in):
     """No shipped config trips its own checks (each group's options with the defaults)."""
     from conftest import group_options

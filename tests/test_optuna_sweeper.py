@@ -209,6 +209,7 @@ def test_cross_validation_reports_each_fold_and_a_pruned_trial_skips_the_rest(tm
     assert (sweep / "0" / "fold_0").is_dir() and not (sweep / "0" / "fold_1").exists()
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_a_pruned_trial_can_be_resumed_as_a_run_of_its_own(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *QUICK, "hydra.sweeper.n_trials=1", PRUNE_ALL, f"hydra.sweep.dir={sweep}"]

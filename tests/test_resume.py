@@ -50,6 +50,7 @@ def unbroken(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_run_killed_mid_epoch_resumes_to_exactly_the_same_result(unbroken, tmp_path):
     run = tmp_path / "run"
     # SIGKILL after step 45: in the last epoch (steps 39-57), 5 steps after the step-40 checkpoint
@@ -116,6 +117,7 @@ def test_sigterm_mid_accumulation_stops_after_the_whole_step_and_resumes_exactly
     assert weights_hash(run) == weights_hash(tmp_path / "unbroken")
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_says_interrupted(signum, tmp_path):
     run = tmp_path / "run"
@@ -147,6 +149,7 @@ def test_signal_saves_a_checkpoint_and_says_interrupted(signum, tmp_path):
         assert f"max_epochs={more}" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_checkpoint_evaluates_to_the_runs_own_test_score(unbroken, tmp_path):
     best = record_of(unbroken)["trained"]["best_checkpoint"]
     result = run_cli(

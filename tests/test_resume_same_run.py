@@ -296,6 +296,7 @@ def test_a_last_checkpoint_with_nonfinite_weights_is_refused_with_its_step(
     assert (run / "metrics.json").read_bytes() == before
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_a_run_whose_overrides_hold_an_interpolation_resumes(tmp_path):
     """The saved overrides are read as typed, not resolved: `${task_name}` stays itself."""
     run = tmp_path / "run"

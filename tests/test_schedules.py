@@ -72,6 +72,7 @@ def test_warmup_cosine_through_lightning_ends_at_min_lr(compose_in):
     assert last["lr_schedulers"][0]["last_epoch"] == 38  # 2 epochs x 19 optimizer steps
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_schedule_plot_command_without_training(tmp_path):
     out = tmp_path / "wsd.png"
     result = subprocess.run(

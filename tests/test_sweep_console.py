@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import run_cli
@@ -38,6 +39,7 @@ def test_the_job_line_names_the_job_its_outcome_and_the_best_so_far(tmp_path):
     )
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_a_sweep_prints_a_line_per_job_and_the_ranking_at_the_end(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "lr=0.001,0.01", "max_epochs=1", "trainer.limit_train_batches=3"]

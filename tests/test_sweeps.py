@@ -20,6 +20,7 @@ def jobs_of(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_grid_sweep_gives_one_directory_and_verdict_per_job_and_a_report(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
@@ -40,6 +41,7 @@ def test_grid_sweep_gives_one_directory_and_verdict_per_job_and_a_report(tmp_pat
         assert (sweep / name).exists(), name
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_diverging_and_failing_jobs_do_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
@@ -174,6 +176,7 @@ def test_three_fold_cross_validation_in_one_run(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("fold_*")) == ["fold_0", "fold_1", "fold_2"]
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_cross_validation_inside_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(

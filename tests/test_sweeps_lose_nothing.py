@@ -172,6 +172,7 @@ def test_never_ran_follows_the_grid_and_the_search():
 # --- a job that dies is recorded and the sweep goes on ------------------------------------
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_joblib_worker_killed_mid_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
@@ -257,6 +258,7 @@ raise RuntimeError("the sweep failed")
     assert "its process exited" in text
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_basic_sweep_stopped_by_a_signal_reports_interrupted_and_never_ran(signum, tmp_path):
     sweep = tmp_path / "sweep"
@@ -276,6 +278,7 @@ def test_basic_sweep_stopped_by_a_signal_reports_interrupted_and_never_ran(signu
     assert "- job 2: `lr=0.03 " in text  # named with its overrides
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_joblib_sweep_stopped_by_sigterm_stops_its_jobs_with_a_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "lr=0.01,0.02"]
@@ -304,6 +307,7 @@ def load_trials(sweep: Path):
     return load_sweep_study(sweep).trials
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_diverged_optuna_trial_is_failed_and_never_the_best(tmp_path):
     import optuna
 
@@ -328,6 +332,7 @@ def test_diverged_optuna_trial_is_failed_and_never_the_best(tmp_path):
     assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] > 0
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_optuna_journal_gets_the_umasks_mode_so_the_group_can_continue_the_study(tmp_path):
     sweep = tmp_path / "sweep"
     result = subprocess.run(
@@ -425,6 +430,7 @@ def test_optuna_trial_whose_worker_dies_is_failed_and_the_study_goes_on(tmp_path
     assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] is None
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_optuna_sweep_stopped_by_sigterm_fails_the_trial_in_flight_and_counts_the_rest(tmp_path):
     import optuna
 

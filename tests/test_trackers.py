@@ -72,6 +72,7 @@ def sweep_dir(project: Path) -> Path:
     return found
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_mlflow_sweep_is_one_experiment_of_named_tagged_runs(sweep):
     import mlflow
 
@@ -244,6 +245,7 @@ def test_close_tags_mlflow_runs_with_how_they_ended(tmp_path, status, mlflow_sta
     assert trackers._open == []
 
 
+@pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_parallel_jobs_share_a_new_mlflow_store_and_the_sweeps_experiment(tmp_path):
     """Two joblib workers opening a store that does not exist yet: MLflow migrates a new
     SQLite file when its client is built, and two migrations at once fail one job."""
