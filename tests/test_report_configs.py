@@ -376,3 +376,16 @@ def test_the_real_lr_batch_rule_lands_in_report_json(tmp_path):
         assert "lr vs batch size: the best lr goes as batch_size **" in text
     if rule.get("plot"):
         assert f"({Path(rule['plot']).name})" in text
+
+
+def test_the_command_to_train_a_configuration_again_leaves_the_sweeps_own_options_out():
+    from trainlab.report.configs import Config
+    from trainlab.report.recommend import command
+
+    overrides = ["hparams_search=optuna", "lr=0.00026210878782654407", "optimizer=adamw"]
+    overrides += ["hydra.sweeper.n_trials=12", "++hydra.job.env_set.TRAINLAB_OPTUNA_TRIAL=3"]
+    overrides += ["hydra/launcher=joblib", "data=diabetes", "task.metrics=[mae,r2]"]
+    assert command(Config(overrides=overrides)) == (
+        "python train.py lr=0.00026210878782654407 optimizer=adamw data=diabetes "
+        "'task.metrics=[mae,r2]'"
+    )

@@ -24,8 +24,20 @@ from trainlab.report.jobs import override_value
 log = logging.getLogger("trainlab.report")
 
 
+# options that say how the sweep ran, not what a job trained: the single run leaves them out
+SWEEP_ONLY = ("hparams_search", "hydra/sweeper", "hydra/launcher", "hydra.sweeper", "hydra.")
+
+
 def command(config: Config) -> str:
-    return " ".join(["python train.py", *(shlex.quote(o) for o in config.overrides)])
+    """The single run that trains this configuration again: its overrides without the
+    sweep's own (hparams_search=optuna, hydra.sweeper.*, the launcher)."""
+    kept = [o for o in config.overrides if not _sweep_only(o)]
+    return " ".join(["python train.py", *(shlex.quote(o) for o in kept)])
+
+
+def _sweep_only(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key.startswith(SWEEP_ONLY)
 
 
 def log_range(low: float, high: float, points: int) -> list[float]:
