@@ -139,19 +139,9 @@ def same_split(ckpt: Path, args: list[str]) -> list[str]:
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
-    """The command line Hydra gets (train.prepare_argv: a rank started by torchrun or srun),
-    after the checkpoint's run's options are put in; a bad ckpt_path is one paragraph."""
-    from trainlab.checks import ConfigError
-    from trainlab.ranks import rank_argv, started_by_lightning
-
-    if started_by_lightning(argv):
-        return argv
-    try:
-        argv = eval_argv(argv)
-    except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return rank_argv(argv)
+    """The command line Hydra gets: train.py's (a rank started by torchrun or srun), after
+    the checkpoint's run's options are put in; a bad ckpt_path is one paragraph."""
+    return train.prepare_argv(argv, rewrite=eval_argv)
 
 
 if __name__ == "__main__":

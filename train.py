@@ -67,20 +67,23 @@ def refused(err: Exception, cfg) -> float:
     raise err  # not reached: exit_with_message exits
 
 
-def prepare_argv(argv: list[str]) -> list[str]:
-    """The command line Hydra gets: for `resume=<run dir>`, the one that continues that run;
-    for a rank != 0 of torchrun or srun, the overrides that leave Hydra's files to rank 0.
-    Ranks that Lightning started already have rank 0's finished command line."""
+def prepare_argv(argv: list[str], rewrite=None) -> list[str]:
+    """The command line Hydra gets: `rewrite(argv)` (by default, for `resume=<run dir>`, the
+    one that continues that run; eval.py passes its own), then for a rank != 0 of torchrun or
+    srun the overrides that leave Hydra's files to rank 0. Ranks that Lightning started already
+    have rank 0's finished command line. A ConfigError of `rewrite` is one paragraph, exit 2."""
+    from trainlab.checks import ConfigError
     from trainlab.ranks import rank_argv, started_by_lightning
 
     if started_by_lightning(argv):
         return argv
-    if any(arg.startswith("resume=") for arg in argv[1:]):
-        from trainlab.checks import ConfigError
+    if rewrite is None and any(arg.startswith("resume=") for arg in argv[1:]):
         from trainlab.resume import resume_argv
 
+        rewrite = resume_argv
+    if rewrite is not None:
         try:
-            argv = resume_argv(argv)
+            argv = rewrite(argv)
         except ConfigError as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(2)
