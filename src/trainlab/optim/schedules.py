@@ -1,6 +1,4 @@
-"""Optimizers and schedules: how config meets torch and Lightning.
-
-SchedulerSpec: how a learning-rate scheduler is described in config and handed to Lightning.
+"""Learning-rate schedules: how a scheduler is described in config and handed to Lightning.
 
 A scheduler option in `conf/scheduler/` is a `SchedulerSpec`: the torch scheduler as a
 partial (everything but the optimizer), plus what Lightning needs to step it
@@ -8,25 +6,20 @@ partial (everything but the optimizer), plus what Lightning needs to step it
 the argument to fill with `length_arg`; it receives the run's length in the scheduler's
 own unit (optimizer steps or epochs), so no config has to guess it.
 
-Also here: the warmup schedules torch lacks, and the weight-decay parameter groups.
+Also here: the warmup schedules torch lacks.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from trainlab.checks import ConfigError, check_weight_decay_groups
-
-log = logging.getLogger(__name__)
+from trainlab.checks import ConfigError
 
 INTERVALS = ("step", "epoch")
 
@@ -63,53 +56,6 @@ class SchedulerSpec:
         if self.monitor is not None:
             config["monitor"] = self.monitor
         return config
-
-
-class ConfiguredOptimizers:
-    """`configure_optimizers` for a LightningModule built from config.
-
-    The module holds `optimizer_factory` (a partial), `scheduler_spec` (a SchedulerSpec or
-    None) and `weight_decay_groups` (or `hparams.weight_decay_groups`); this builds the
-    optimizer over the module's parameter groups, records what was built (before a scheduler
-    rewrites the lr: OneCycleLR does at once) in `optimizer_built`, and sizes the schedule
-    from Lightning's own count of optimizer steps (or epochs).
-    """
-
-    def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.optimizer_factory, decay_groups_of(self))
-        built = describe_optimizer(optimizer)
-        if built != getattr(self, "optimizer_built", None):  # once, not per LR-test trial
-            log.info("optimizer: %s", built)
-        self.optimizer_built = built
-        spec = self.scheduler_spec
-        if spec is None:
-            return optimizer
-        if spec.interval == "step":
-            length = self.trainer.estimated_stepping_batches
-        else:
-            length = self.trainer.max_epochs
-        return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}
-
-
-def decay_groups_of(module) -> str:
-    """How the module's weight decay is split: its own attribute (TaskModule keeps it), else
-    the saved hyperparameter of a module of its own, else auto."""
-    groups = getattr(module, "weight_decay_groups", None)
-    return groups if groups is not None else module.hparams.get("weight_decay_groups", "auto")
-
-
-def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:
-    """Class and per-group hyperparameters of an optimizer as built: what really trains."""
-    groups = []
-    for group in optimizer.param_groups:
-        groups.append(
-            {
-                "lr": float(group["lr"]),
-                "weight_decay": float(group.get("weight_decay", 0.0)),
-                "params": sum(p.numel() for p in group["params"]),
-            }
-        )
-    return {"class": type(optimizer).__name__, "param_groups": groups}
 
 
 # --- schedules torch lacks: warmup, then a decay, sized in optimizer steps -------------------
@@ -203,51 +149,3 @@ def warmup_schedule(
         )
 
     return LambdaLR(optimizer, multiplier)
-
-
-# --- parameter groups: which tensors get weight decay ----------------------------------------
-
-NO_DECAY_MODULES = (nn.Embedding, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-
-
-def split_for_weight_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(decayed, not decayed) parameters.
-
-    Weight decay pulls weights towards 0. That regularizes matrices and convolution kernels,
-    but on biases and normalization gains/shifts it only fights the scale they exist to learn,
-    and on embeddings it shrinks rare tokens' rows hardest (nanoGPT and timm exclude all of
-    them). So: every 1-D tensor, and every weight of an embedding or norm layer, is not decayed.
-    """
-    excluded = {
-        id(p)
-        for m in module.modules()
-        if isinstance(m, NO_DECAY_MODULES)
-        for p in m.parameters(recurse=False)
-    }
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or id(p) in excluded else decay).append(p)
-    return decay, no_decay
-
-
-def build_optimizer(
-    module: nn.Module, factory: Callable[..., Optimizer], weight_decay_groups: str = "auto"
-) -> Optimizer:
-    """Call the optimizer partial on the module's parameters, split into decay groups.
-
-    `weight_decay_groups`: `split` always excludes biases, norm weights and embeddings from
-    weight decay; `all` decays every parameter (torch's default); `auto` splits for AdamW,
-    whose decoupled decay is the one meant to be used with a real weight_decay.
-    """
-    check_weight_decay_groups(weight_decay_groups)
-    optimizer_class = getattr(factory, "func", factory)
-    split = weight_decay_groups == "split" or (
-        weight_decay_groups == "auto" and issubclass(optimizer_class, torch.optim.AdamW)
-    )
-    if not split:
-        return factory([p for p in module.parameters() if p.requires_grad])
-    decay, no_decay = split_for_weight_decay(module)
-    # the split shows once in the log, as the two param groups of the "optimizer:" line
-    return factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])

@@ -1,0 +1,61 @@
+"""`configure_optimizers` for a module built from config: the optimizer partial over the
+module's parameter groups, the schedule sized from Lightning's own count of steps, and a
+record of what was built."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch.optim import Optimizer
+
+from trainlab.optim.groups import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class ConfiguredOptimizers:
+    """`configure_optimizers` for a LightningModule built from config.
+
+    The module holds `optimizer_factory` (a partial), `scheduler_spec` (a SchedulerSpec or
+    None) and `weight_decay_groups` (or `hparams.weight_decay_groups`); this builds the
+    optimizer over the module's parameter groups, records what was built (before a scheduler
+    rewrites the lr: OneCycleLR does at once) in `optimizer_built`, and sizes the schedule
+    from Lightning's own count of optimizer steps (or epochs).
+    """
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self, self.optimizer_factory, decay_groups_of(self))
+        built = describe_optimizer(optimizer)
+        if built != getattr(self, "optimizer_built", None):  # once, not per LR-test trial
+            log.info("optimizer: %s", built)
+        self.optimizer_built = built
+        spec = self.scheduler_spec
+        if spec is None:
+            return optimizer
+        if spec.interval == "step":
+            length = self.trainer.estimated_stepping_batches
+        else:
+            length = self.trainer.max_epochs
+        return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}
+
+
+def decay_groups_of(module) -> str:
+    """How the module's weight decay is split: its own attribute (TaskModule keeps it), else
+    the saved hyperparameter of a module of its own, else auto."""
+    groups = getattr(module, "weight_decay_groups", None)
+    return groups if groups is not None else module.hparams.get("weight_decay_groups", "auto")
+
+
+def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:
+    """Class and per-group hyperparameters of an optimizer as built: what really trains."""
+    groups = []
+    for group in optimizer.param_groups:
+        groups.append(
+            {
+                "lr": float(group["lr"]),
+                "weight_decay": float(group.get("weight_decay", 0.0)),
+                "params": sum(p.numel() for p in group["params"]),
+            }
+        )
+    return {"class": type(optimizer).__name__, "param_groups": groups}
