@@ -83,16 +83,17 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
 
 # what this template ships: a fork may add options, groups and knobs, never needs to list them
 SHIPPED_OPTIONS = {
-    "callbacks": {"checkpoint", "default", "early_stopping", "epoch_table", "lr_monitor", "none",
-                  "progress", "rich_progress_bar", "throughput"},
+    "callbacks": {"checkpoint", "default", "early_stopping", "ema", "epoch_table", "lr_monitor",
+                  "none", "progress", "rich_progress_bar", "throughput"},
     "data": {"breast_cancer", "diabetes", "digits", "text"},
     "debug": {"fdr", "limit", "overfit", "profiler"},
     "experiment": {"digits_cnn_onecycle", "digits_mlp_adamw_cosine", "gpt_medium", "gpt_small"},
     "hparams_search": {"optuna"},
     "logger": {"csv", "many", "mlflow", "none", "tensorboard", "wandb"},
     "model": {"cnn", "gpt", "mlp"},
-    "optimizer": {"adafactor", "adagrad", "adam", "adamw", "nadam", "radam", "rmsprop", "sgd",
-                  "sgd_momentum", "sgd_nesterov"},
+    "optimizer": {"adafactor", "adagrad", "adam", "adamw", "adamw_schedulefree", "adopt", "lamb",
+                  "lars", "lion", "muon", "nadam", "radam", "rmsprop", "sgd", "sgd_momentum",
+                  "sgd_nesterov", "soap"},
     "paths": {"default"},
     "scheduler": {"constant_warmup", "cosine", "exponential", "inverse_sqrt", "multistep", "none",
                   "onecycle", "plateau", "step", "warmup_cosine", "warmup_linear", "wsd"},

@@ -11,7 +11,7 @@ from conftest import group_options
 from trainlab.building import build_module, check_model_fits_data
 from trainlab.checks import ConfigError
 from trainlab.data.sizing import check_sized_from_data
-from trainlab.optim import SchedulerSpec
+from trainlab.optim import SchedulerSpec, build_optimizer, decay_groups_of
 from trainlab.run import build_trainer, instantiate_each
 
 GROUPS = [
@@ -113,7 +113,8 @@ def test_option_composes_and_instantiates(group, option, compose_in):
         cfg.model, cfg.task, instantiate(cfg.optimizer), instantiate(cfg.scheduler)
     )
     check_model_fits_data(module, datamodule, "data")
-    optimizer = module.optimizer_factory(module.parameters())
+    # as configure_optimizers builds it: over the module's groups (Muon's need its roles)
+    optimizer = build_optimizer(module, module.optimizer_factory, decay_groups_of(module))
     assert optimizer.param_groups[0]["lr"] == cfg.lr
     if module.scheduler_spec is not None:
         assert isinstance(module.scheduler_spec, SchedulerSpec)

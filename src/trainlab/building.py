@@ -27,6 +27,7 @@ from trainlab.checkpoints import AtomicCheckpointIO
 from trainlab.checks import ConfigError
 from trainlab.objective import MODE_OF, best_of, monitor_of
 from trainlab.optim import build_optimizer, decay_groups_of
+from trainlab.optim.registry import traits_of
 from trainlab.tables import LoggedModelSummary, LoggedResults
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,13 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def optimizer_and_scheduler(cfg: DictConfig, lr: float) -> tuple[Any, Any]:
     """The optimizer partial and scheduler spec with every `${lr}` in their config set to `lr`
-    (the plan's effective lr, or the LR range test's suggestion), not the raw knob."""
+    (the plan's effective lr, or the LR range test's suggestion), not the raw knob. Lists
+    and dicts arrive as plain Python (`_convert_="all"`): an optimizer keeps them in its
+    param groups (`betas: [0.9, 0.95]`), and a checkpoint holding an OmegaConf ListConfig
+    would not load with torch's safe `weights_only`."""
     cfg = copy.deepcopy(cfg)
     OmegaConf.update(cfg, "lr", lr)
-    return instantiate(cfg.optimizer), instantiate(cfg.scheduler)
+    return instantiate(cfg.optimizer, _convert_="all"), instantiate(cfg.scheduler, _convert_="all")
 
 
 def build_module(
@@ -191,6 +195,16 @@ def check_optimizer_builds(module: L.LightningModule, choices: dict[str, str]) -
             f"{type(err).__name__}: {err}. Check the optimizer.* and scheduler.* values "
             "against their arguments (python train.py --cfg job)."
         ) from err
+
+
+def callbacks_for_optimizer(factory: Any) -> list[Callback]:
+    """What an optimizer needs the loop to do for it: a schedule-free one switches between
+    its train and eval modes (trainlab.callbacks.schedule_free)."""
+    if traits_of(factory).schedule_free:
+        from trainlab.callbacks.schedule_free import ScheduleFreeModes
+
+        return [ScheduleFreeModes()]
+    return []
 
 
 def keep_best_of_objective(module: L.LightningModule, metric: str, direction: str) -> None:

@@ -31,8 +31,9 @@ from trainlab.checks import (
 from trainlab.derived_keys import check_derived_keys
 from trainlab.faults import describe
 from trainlab.objective import check_monitors, objective_direction
+from trainlab.optim.combinations import check_optimizer_combinations
 from trainlab.plan import check_lr_scaling
-from trainlab.record import write_refusal
+from trainlab.record import group_choices, write_refusal
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def check_config(
     check_optional(check_whole_number, "threads", cfg.threads, 1, "1", 1024)
     check_objective(cfg)
     check_derived_keys(cfg, task_overrides, groups)
+    check_optimizer_combinations(cfg, group_choices())
     if cfg.get("tune") and cfg.tune.get("lr"):
         check_lr_settings(cfg.tune.lr)
     if cfg.cv.folds and "fold" not in cfg.data:

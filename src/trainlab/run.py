@@ -25,6 +25,7 @@ from trainlab.building import (
     best_checkpoint,
     build_module,
     build_trainer,
+    callbacks_for_optimizer,
     check_model_fits_data,
     check_optimizer_builds,
     instantiate_each,
@@ -40,6 +41,7 @@ from trainlab.callbacks import (
     StopOnSignal,
     ValidateFinalWeights,
 )
+from trainlab.callbacks.ema import evaluated_weights
 from trainlab.checkpoints import (
     RngState,
     best_checkpoint_in,
@@ -115,6 +117,7 @@ def fit_and_test(
         check_can_predict(module, datamodule, cfg.predict)
     if cfg.compile:
         module.net = compiled(module.net)
+    trainer.callbacks.extend(callbacks_for_optimizer(module.optimizer_factory))  # LR test too
 
     tuning = cfg.train and ckpt is None
     if tuning and cfg.tune.get("batch_size"):
@@ -183,6 +186,7 @@ def fit_and_test(
         "loop_s": round(timer.seconds, 3) if timer.seconds is not None else None,
         "test_s": round(tested - fitted, 3) if cfg.test else None,
         "throughput": throughput_of(trainer),
+        "evaluated_weights": evaluated_weights(trainer),
         "plan": plan.as_dict(),
     }
     if getattr(datamodule, "target_mean", None) is not None:  # val/mse etc. are in these units

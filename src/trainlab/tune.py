@@ -315,6 +315,7 @@ def tune_lr(
     if max_epochs is not None and max_epochs >= 0:
         # every epoch takes at least one optimizer step: num_training epochs always suffice
         loop.max_epochs = max(max_epochs, settings["num_training"] + 1)
+    module.in_range_test = True  # read by configure_optimizers (trainlab.optim.configured)
     try:
         finder = Tuner(trainer).lr_find(
             module,
@@ -328,6 +329,7 @@ def tune_lr(
         )
     finally:
         loop.max_epochs = max_epochs
+        module.in_range_test = False
     lrs = list(finder.results.get("lr", [])) if finder is not None else []
     raw = list(finder.results.get("loss", [])) if finder is not None else []
     threshold = settings["early_stop_threshold"]

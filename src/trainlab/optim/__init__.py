@@ -2,37 +2,43 @@
 
 - `schedules`: SchedulerSpec (a scheduler as config describes it) and the warmup schedules
   torch lacks;
-- `groups`: the parameter groups (weight decay split) and the optimizer built over them;
-- `configured`: `configure_optimizers` for a module built from config.
+- `groups`: the parameter groups (weight-decay split, Muon's split) and the optimizer built
+  over them; `roles`: which parameters are input, hidden and output layers;
+- `configured`: `configure_optimizers` for a module built from config;
+- `registry`: what the template must know about each optimizer class (decoupled decay,
+  schedule-free, needs whole tensors); `combinations`: the settings refused with it;
+- `muon`: Muon and AdamW as one optimizer; `schedule_free`: schedule-free AdamW sized by the run.
 
 The names below are re-exported because configs name them (`trainlab.optim.SchedulerSpec`,
-`trainlab.optim.warmup_schedule`).
+`trainlab.optim.warmup_schedule`). They load on first use, so that the torch-free parts
+(`registry`, `combinations`) can be read by the checks that run before torch is imported.
 """
 
-from trainlab.optim.configured import ConfiguredOptimizers, decay_groups_of, describe_optimizer
-from trainlab.optim.groups import NO_DECAY_MODULES, build_optimizer, split_for_weight_decay
-from trainlab.optim.schedules import (
-    DECAY_SHAPES,
-    INTERVALS,
-    SCHEDULE_SHAPES,
-    SchedulerSpec,
-    lr_multiplier,
-    warmup_schedule,
-    warmup_steps_of,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DECAY_SHAPES",
-    "INTERVALS",
-    "NO_DECAY_MODULES",
-    "SCHEDULE_SHAPES",
-    "ConfiguredOptimizers",
-    "SchedulerSpec",
-    "build_optimizer",
-    "decay_groups_of",
-    "describe_optimizer",
-    "lr_multiplier",
-    "split_for_weight_decay",
-    "warmup_schedule",
-    "warmup_steps_of",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ConfiguredOptimizers": "configured",
+    "decay_groups_of": "configured",
+    "describe_optimizer": "configured",
+    "NO_DECAY_MODULES": "groups",
+    "build_optimizer": "groups",
+    "split_for_weight_decay": "groups",
+    "DECAY_SHAPES": "schedules",
+    "INTERVALS": "schedules",
+    "SCHEDULE_SHAPES": "schedules",
+    "SchedulerSpec": "schedules",
+    "lr_multiplier": "schedules",
+    "warmup_schedule": "schedules",
+    "warmup_steps_of": "schedules",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'trainlab.optim' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"trainlab.optim.{_EXPORTS[name]}"), name)

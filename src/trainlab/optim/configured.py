@@ -4,12 +4,14 @@ record of what was built."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from torch.optim import Optimizer
 
 from trainlab.optim.groups import build_optimizer
+from trainlab.optim.schedule_free import is_schedule_free
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,21 @@ class ConfiguredOptimizers:
     """
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.optimizer_factory, decay_groups_of(self))
+        factory = self.optimizer_factory
+        if getattr(self, "in_range_test", False) and "warmup" in getattr(factory, "keywords", {}):
+            # the LR range test sets every step's lr itself: an optimizer's own warmup
+            # (schedule-free's) would scale it down, and the curve's lr axis would be wrong
+            factory = functools.partial(factory, warmup=0)
+        optimizer = build_optimizer(
+            self,
+            factory,
+            decay_groups_of(self),
+            total_steps=self.trainer.estimated_stepping_batches,
+        )
+        if is_schedule_free(optimizer):
+            # ready to step, as any torch optimizer is: Lightning's LR range test runs its steps
+            # with only its own callback, so trainlab.callbacks.schedule_free cannot switch it
+            optimizer.train()
         built = describe_optimizer(optimizer)
         if built != getattr(self, "optimizer_built", None):  # once, not per LR-test trial
             log.info("optimizer: %s", built)
@@ -51,11 +67,11 @@ def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:
     """Class and per-group hyperparameters of an optimizer as built: what really trains."""
     groups = []
     for group in optimizer.param_groups:
-        groups.append(
-            {
-                "lr": float(group["lr"]),
-                "weight_decay": float(group.get("weight_decay", 0.0)),
-                "params": sum(p.numel() for p in group["params"]),
-            }
+        described = {"name": group["name"]} if "name" in group else {}
+        described.update(
+            lr=float(group["lr"]),
+            weight_decay=float(group.get("weight_decay", 0.0)),
+            params=sum(p.numel() for p in group["params"]),
         )
+        groups.append(described)
     return {"class": type(optimizer).__name__, "param_groups": groups}

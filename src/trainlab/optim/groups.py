@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from trainlab.checks import check_weight_decay_groups
+from trainlab.checks import ConfigError, check_weight_decay_groups
+from trainlab.optim.registry import traits_of
+from trainlab.optim.roles import roles_by_tensor
+
+log = logging.getLogger(__name__)
 
 NO_DECAY_MODULES = (nn.Embedding, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -36,21 +44,86 @@ def split_for_weight_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[
 
 
 def build_optimizer(
-    module: nn.Module, factory: Callable[..., Optimizer], weight_decay_groups: str = "auto"
+    module: nn.Module,
+    factory: Callable[..., Optimizer],
+    weight_decay_groups: str = "auto",
+    total_steps: int | None = None,
 ) -> Optimizer:
-    """Call the optimizer partial on the module's parameters, split into decay groups.
+    """Call the optimizer partial on the module's parameters, split into named groups.
 
     `weight_decay_groups`: `split` always excludes biases, norm weights and embeddings from
-    weight decay; `all` decays every parameter (torch's default); `auto` splits for AdamW,
-    whose decoupled decay is the one meant to be used with a real weight_decay.
+    weight decay; `all` decays every parameter (torch's default); `auto` splits for the
+    optimizers whose decay is decoupled (AdamW's kind: trainlab.optim.registry), the one meant
+    to be used with a real weight_decay. Muon's groups are its hidden matrices and, for AdamW,
+    the rest (`muon_groups`). `total_steps` (the run's optimizer steps) goes to a builder
+    that asks for it (schedule-free's warmup).
     """
     check_weight_decay_groups(weight_decay_groups)
-    optimizer_class = getattr(factory, "func", factory)
-    split = weight_decay_groups == "split" or (
-        weight_decay_groups == "auto" and issubclass(optimizer_class, torch.optim.AdamW)
+    traits = traits_of(factory)
+    built = getattr(factory, "func", factory)
+    decoupled = traits.decoupled_decay or (
+        isinstance(built, type) and issubclass(built, torch.optim.AdamW)
     )
+    split = weight_decay_groups == "split" or (weight_decay_groups == "auto" and decoupled)
+    if total_steps is not None and "total_steps" in inspect.signature(built).parameters:
+        factory = functools.partial(factory, total_steps=total_steps)
+    if traits.family == "muon":
+        return factory(muon_groups(module, split))
     if not split:
         return factory([p for p in module.parameters() if p.requires_grad])
     decay, no_decay = split_for_weight_decay(module)
-    # the split shows once in the log, as the two param groups of the "optimizer:" line
-    return factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+    # the split shows once in the log, as the named param groups of the "optimizer:" line
+    return factory(
+        [
+            {"params": decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+        ]
+    )
+
+
+_LOGGED: set[tuple[str, ...]] = set()
+
+
+def log_split_once(module: nn.Module, muon_ids: set[int]) -> None:
+    """Which tensors Muon takes, by name, once per process and split: the groups in the
+    "optimizer:" line and metrics.json give only their sizes."""
+    net = getattr(module, "net", module)
+    names = [n for n, p in net.named_parameters() if id(p) in muon_ids]
+    if tuple(names) not in _LOGGED:
+        _LOGGED.add(tuple(names))
+        log.info("muon: %d hidden matrices (%s); adamw: the rest", len(names), ", ".join(names))
+
+
+def muon_groups(module: nn.Module, split: bool) -> list[dict[str, Any]]:
+    """Muon's group (`use_muon`: the 2-D hidden weight matrices, trainlab.optim.roles) and
+    AdamW's (everything else: embeddings, the first and the output layer, biases, norms, conv
+    kernels), the AdamW part split for weight decay when `split`. A network with no hidden
+    matrix is refused: Muon would train nothing."""
+    roles = roles_by_tensor(module)
+    params = [p for p in module.parameters() if p.requires_grad]
+    hidden = [p for p in params if roles[id(p)] == "hidden" and p.ndim == 2]
+    if not hidden:
+        net = getattr(module, "net", module)
+        shown = ", ".join(f"{n} ({roles[id(p)]})" for n, p in net.named_parameters() if p.ndim >= 2)
+        raise ConfigError(
+            f"optimizer=muon needs hidden weight matrices, and {type(net).__name__} has none: "
+            f"its weights are {shown or 'none'}. Muon orthogonalizes only the "
+            "matrices between the input and the output layer; give the network a hidden layer "
+            "(model.net.hidden_sizes=[256,256]) or choose another optimizer (optimizer=adamw)."
+        )
+    log_split_once(module, {id(p) for p in hidden})
+    taken = {id(p) for p in hidden}
+    rest = [p for p in params if id(p) not in taken]
+    groups: list[dict[str, Any]] = [{"params": hidden, "use_muon": True, "name": "muon"}]
+    if not split:
+        return [*groups, {"params": rest, "name": "adamw"}]
+    decayed = {id(p) for p in split_for_weight_decay(module)[0]}
+    return [
+        *groups,
+        {"params": [p for p in rest if id(p) in decayed], "name": "adamw"},
+        {
+            "params": [p for p in rest if id(p) not in decayed],
+            "weight_decay": 0.0,
+            "name": "adamw_no_decay",
+        },
+    ]

@@ -1,0 +1,75 @@
+"""What the rest of the template must know about each optimizer class, in one table.
+
+The optimizer itself is chosen in `conf/optimizer/` (a Hydra partial); this says how it
+behaves where that matters to the template:
+  - `decoupled_decay`: its weight decay is decoupled from the gradient (AdamW's kind), so
+    `weight_decay_groups=auto` keeps it off biases, norms and embeddings;
+  - `schedule_free`: it has train and eval modes (`optimizer.train()`/`.eval()`) and averages
+    its own iterates, so it takes no decaying schedule;
+  - `whole_tensors`: its update needs each parameter whole (a matrix's orthogonalization, a
+    per-tensor trust ratio, a factored or Kronecker preconditioner): FSDP, which hands each
+    rank a flat shard, would silently compute something else;
+  - `family`: `adam` (per-coordinate normalized steps), `sgd`, `sign` (Lion) or `muon`: how
+    an lr rule such as μP's must treat it.
+Classes are keyed by their top-level package and class name, so a config's `_target_`
+(`pytorch_optimizer.Lamb`) and the class it builds (`pytorch_optimizer.optimizer.lamb.Lamb`)
+look up the same entry, before anything is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Traits:
+    family: str = "adam"
+    decoupled_decay: bool = False
+    schedule_free: bool = False
+    whole_tensors: bool = False
+
+
+ADAMW = Traits(decoupled_decay=True)
+TRAITS: dict[tuple[str, str], Traits] = {
+    ("torch", "SGD"): Traits(family="sgd"),
+    ("torch", "Adam"): Traits(),
+    ("torch", "AdamW"): ADAMW,
+    ("torch", "NAdam"): Traits(),
+    ("torch", "RAdam"): Traits(),
+    ("torch", "RMSprop"): Traits(),
+    ("torch", "Adagrad"): Traits(),
+    ("torch", "Adafactor"): Traits(decoupled_decay=True, whole_tensors=True),
+    ("trainlab", "MuonWithAdamW"): Traits(family="muon", decoupled_decay=True, whole_tensors=True),
+    ("trainlab", "adamw_schedulefree"): Traits(decoupled_decay=True, schedule_free=True),
+    ("schedulefree", "AdamWScheduleFree"): Traits(decoupled_decay=True, schedule_free=True),
+    ("schedulefree", "SGDScheduleFree"): Traits(family="sgd", schedule_free=True),
+    ("pytorch_optimizer", "Lamb"): Traits(decoupled_decay=True, whole_tensors=True),
+    ("pytorch_optimizer", "LARS"): Traits(family="sgd", whole_tensors=True),
+    ("pytorch_optimizer", "Lion"): Traits(family="sign", decoupled_decay=True),
+    ("pytorch_optimizer", "SOAP"): Traits(decoupled_decay=True, whole_tensors=True),
+    ("pytorch_optimizer", "ADOPT"): Traits(),
+}
+
+
+def key_of_target(target: str) -> tuple[str, str]:
+    """("pytorch_optimizer", "Lamb") for "pytorch_optimizer.Lamb" or for the class's own
+    "pytorch_optimizer.optimizer.lamb.Lamb"."""
+    parts = str(target).split(".")
+    return parts[0], parts[-1]
+
+
+def traits_of_target(target: str) -> Traits:
+    """The traits of a `_target_`; a class this table does not know gets the defaults (an
+    Adam-type optimizer with coupled decay, fine with any strategy), except that everything
+    from the `schedulefree` package is schedule-free."""
+    key = key_of_target(target)
+    if key in TRAITS:
+        return TRAITS[key]
+    return Traits(schedule_free=key[0] == "schedulefree")
+
+
+def traits_of(factory) -> Traits:
+    """The traits of an optimizer class, or of the partial (or function) that builds one."""
+    built = getattr(factory, "func", factory)
+    built = getattr(built, "builds", built)  # a builder function names the class it returns
+    return traits_of_target(f"{built.__module__}.{built.__qualname__}")
