@@ -350,6 +350,7 @@ def test_ema_weights_are_what_is_saved_tested_and_recorded(compose_in):
         "decay": 0.5,
         "warmup": True,
         "updates": steps,
+        "decay_reached": 7 / 16,  # (1 + 6) / (10 + 6): the warmup still below 0.5
     }
     best = torch.load(record["trained"]["best_checkpoint"], weights_only=True)
     assert "current_model_state" in best and "averaging_state" in best

@@ -184,7 +184,7 @@ def check_optimizer_builds(module: L.LightningModule, choices: dict[str, str]) -
                 with warnings.catch_warnings():  # "step before optimizer.step()": on purpose
                     warnings.simplefilter("ignore")
                     scheduler.step()
-    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as err:
         if isinstance(err, ConfigError):
             raise
         func = getattr(factory, "func", factory)

@@ -6,7 +6,8 @@ ends, and saves it as the checkpoint's `state_dict` (the weights being trained g
 the test and `eval.py` see the averaged weights and a resumed run continues the average.
 
 What this subclass changes, each a case where Lightning's callback would mislead here:
-  - a decay warmup (`warmup=true`, timm's): the decay of update n is min(decay, (1+n)/(10+n)).
+  - a decay warmup (`warmup=true`, TensorFlow's `num_updates` rule): the decay of update n is
+    min(decay, (1+n)/(10+n)), which reaches 0.99 after ~890 updates and 0.999 after ~9000.
     Lightning's first update copies the weights of step 1 and the average then forgets them at
     `decay` per step: with 0.999 over a 380-step run, 68 % of the "average" would still be the
     weights after one step;
@@ -29,12 +30,15 @@ it starts (trainlab.optim.combinations).
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
+
+log = logging.getLogger(__name__)
 
 NET = "net."  # the prefix of the network's keys in a TaskModule's state_dict
 
@@ -134,10 +138,41 @@ class EMA(EMAWeightAveraging):
             }
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
+    def decay_reached(self) -> float:
+        """The decay of the last update (below `decay` while the warmup lasts)."""
+        n = self._updates()
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        warm = ", warmed up as (1+n)/(10+n)" if self.warmup else ""
+        log.info(
+            "EMA of the weights: decay %g%s; validation and checkpoints use it", self.decay, warm
+        )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        reached = self.decay_reached()
+        if reached < self.decay:
+            log.warning(
+                "EMA: decay %g was not reached in %d updates; with the warmup the last update's "
+                "decay was %.4f, so a decay above that changed nothing in this run (a run this "
+                "short: a lower decay, or callbacks.ema.warmup=false)",
+                self.decay,
+                self._updates(),
+                reached,
+            )
+
     def record(self) -> dict[str, Any]:
         """What metrics.json says about the weights that were evaluated."""
-        updates = self._updates() if self._average_model is not None else None
-        return {"averaged": "ema", "decay": self.decay, "warmup": self.warmup, "updates": updates}
+        if self._average_model is None:
+            return {"averaged": "ema", "decay": self.decay, "warmup": self.warmup, "updates": None}
+        return {
+            "averaged": "ema",
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "updates": self._updates(),
+            "decay_reached": round(self.decay_reached(), 6),
+        }
 
 
 def evaluated_weights(trainer: L.Trainer) -> dict[str, Any]:

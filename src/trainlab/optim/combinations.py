@@ -24,6 +24,7 @@ from trainlab.checks import ConfigError
 from trainlab.optim.registry import traits_of_target
 
 AVERAGING_CALLBACKS = ("EMA", "EMAWeightAveraging", "WeightAveraging", "StochasticWeightAveraging")
+MUON_LR_ADJUSTMENTS = ("match_rms_adamw", "original", None)
 SHARDING = ("fsdp", "deepspeed")  # strategies that hand each rank a shard of the parameters
 
 
@@ -64,8 +65,17 @@ def check_optimizer_combinations(cfg: DictConfig, choices: dict[str, Any]) -> No
         raise ConfigError(
             f"callbacks.{weights_only} saves weights only, and {what} evaluates other weights "
             "than it trains: Lightning calls no callback for a weights-only checkpoint, so the "
-            "file would hold the trained weights, not the ones validated. Leave "
-            f"callbacks.{weights_only}.save_weights_only=false."
+            "file would hold the trained weights, not the ones validated. Drop "
+            f"callbacks.{weights_only}.save_weights_only=true (the shipped checkpoints save "
+            "the full state)."
+        )
+    adjust = cfg.optimizer.get("adjust_lr_fn", None)
+    if traits.family == "muon" and adjust not in MUON_LR_ADJUSTMENTS:
+        raise ConfigError(
+            f"optimizer.adjust_lr_fn={adjust} is not one of torch Muon's: match_rms_adamw "
+            "(each matrix's update at an AdamW update's RMS, so one lr serves both parts: the "
+            "default) or original (Keller Jordan's scale, lr ~0.02, with "
+            "optimizer.adamw_lr_ratio=0.015 for the AdamW part)."
         )
     ratio = cfg.optimizer.get("adamw_lr_ratio", 1.0)
     if traits.family == "muon" and ratio != 1.0:

@@ -42,7 +42,7 @@ class ConfiguredOptimizers:
             # ready to step, as any torch optimizer is: Lightning's LR range test runs its steps
             # with only its own callback, so trainlab.callbacks.schedule_free cannot switch it
             optimizer.train()
-        built = describe_optimizer(optimizer)
+        built = {**describe_optimizer(optimizer), "settings": settings_of(self.optimizer_factory)}
         if built != getattr(self, "optimizer_built", None):  # once, not per LR-test trial
             log.info("optimizer: %s", built)
         self.optimizer_built = built
@@ -61,6 +61,16 @@ def decay_groups_of(module) -> str:
     the saved hyperparameter of a module of its own, else auto."""
     groups = getattr(module, "weight_decay_groups", None)
     return groups if groups is not None else module.hparams.get("weight_decay_groups", "auto")
+
+
+def settings_of(factory) -> dict[str, Any]:
+    """The optimizer's own arguments as configured (betas, momentum, adjust_lr_fn, warmup, ...),
+    without `lr` and `weight_decay`, which the param groups show as they were built."""
+    keywords: dict[str, Any] = {}
+    while isinstance(factory, functools.partial):
+        keywords = {**factory.keywords, **keywords}
+        factory = factory.func
+    return {k: v for k, v in keywords.items() if k not in ("lr", "weight_decay")}
 
 
 def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:

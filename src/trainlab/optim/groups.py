@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from trainlab.checks import ConfigError, check_weight_decay_groups
-from trainlab.optim.registry import traits_of
+from trainlab.optim.registry import built_by, traits_of
 from trainlab.optim.roles import roles_by_tensor
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def build_optimizer(
     """
     check_weight_decay_groups(weight_decay_groups)
     traits = traits_of(factory)
-    built = getattr(factory, "func", factory)
+    built = built_by(factory)
     decoupled = traits.decoupled_decay or (
         isinstance(built, type) and issubclass(built, torch.optim.AdamW)
     )
@@ -91,7 +91,8 @@ def log_split_once(module: nn.Module, muon_ids: set[int]) -> None:
     names = [n for n, p in net.named_parameters() if id(p) in muon_ids]
     if tuple(names) not in _LOGGED:
         _LOGGED.add(tuple(names))
-        log.info("muon: %d hidden matrices (%s); adamw: the rest", len(names), ", ".join(names))
+        matrices = "matrix" if len(names) == 1 else "matrices"
+        log.info("muon: %d hidden %s (%s); adamw: the rest", len(names), matrices, ", ".join(names))
 
 
 def muon_groups(module: nn.Module, split: bool) -> list[dict[str, Any]]:

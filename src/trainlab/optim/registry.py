@@ -18,6 +18,7 @@ look up the same entry, before anything is imported.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -68,8 +69,16 @@ def traits_of_target(target: str) -> Traits:
     return Traits(schedule_free=key[0] == "schedulefree")
 
 
+def built_by(factory):
+    """The class or function a (possibly nested) partial calls: Hydra's partial wrapped in
+    another (a keyword added for one build) unwraps to the same optimizer."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory
+
+
 def traits_of(factory) -> Traits:
     """The traits of an optimizer class, or of the partial (or function) that builds one."""
-    built = getattr(factory, "func", factory)
+    built = built_by(factory)
     built = getattr(built, "builds", built)  # a builder function names the class it returns
     return traits_of_target(f"{built.__module__}.{built.__qualname__}")
