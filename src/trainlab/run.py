@@ -187,6 +187,7 @@ def fit_and_test(
         "test_s": round(tested - fitted, 3) if cfg.test else None,
         "throughput": throughput_of(trainer),
         "evaluated_weights": evaluated_weights(trainer),
+        "torch_threads": torch.get_num_threads(),  # a sweep's parallel jobs share the cores
         "plan": plan.as_dict(),
     }
     if getattr(datamodule, "target_mean", None) is not None:  # val/mse etc. are in these units
