@@ -24,7 +24,10 @@ the best-val-epoch weights. A B C A B C ...
   test_acc   test accuracy. Both sides compute the same thing from the same start, so with
              one seed they agree to the last image or one or two off (float summation order).
   Ratios are template / plain of the medians; C shows how much of the gap is Lightning's
-  loop itself rather than what the template adds.
+  loop itself rather than what the template adds. D: scripts/peer_lightning_digits.py, the
+  same run written as most Lightning templates write it (per-step self.log, a torchmetrics
+  Accuracy, a DataLoader over a TensorDataset, ModelCheckpoint, progress bar, CSV logger):
+  template / peer must be < 1.
 
 Sweep (python train.py -m lr=1e-3,...,6e-3 batch_size=64,128 max_epochs=20: 12 jobs in one
 process): its wall time against the training the jobs do. Two definitions:
@@ -47,8 +50,12 @@ GPT class, data, batch 32 x 128 bytes, AdamW and clipping; training only.
   fit tokens/s  the template's optimizer_steps x 32 x 128 / fit_s, start-up included, for
              reference (no target).
 
+The same 12 jobs with hydra/launcher=joblib (n_jobs=-1: one job per core, each with its
+share of the cores as torch threads): the speed-up of the sweep's wall time.
+
 Targets, PASS/FAIL next to each: training loop <= 1.25x plain, whole process <= 1.2x plain,
-sweep overhead <= 10 % per job, GPT tokens/s >= 0.9x plain, test accuracy within 0.5 pp.
+sweep overhead <= 10 % per job, GPT tokens/s >= 0.9x plain, test accuracy within 0.5 pp,
+template faster than the stock-Lightning peer, joblib sweep >= 1.7x faster than in-process.
 """
 
 from __future__ import annotations
@@ -78,7 +85,11 @@ TARGETS = {  # name: (comparison, limit)
     "sweep_overhead_pct": ("<=", 10.0),
     "gpt_tokens_ratio": (">=", 0.9),
     "acc_diff_pp": ("abs<=", 0.5),
+    "joblib_speedup": (">=", 1.7),
+    "peer_ratio": ("<", 1.0),
 }
+# the same 12 jobs, each in a process of its own, one per core (trainlab.search.processes)
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=-1"]
 
 
 # --- running things ------------------------------------------------------------------------
@@ -141,15 +152,23 @@ def template_digits(run_dir: Path, seed: int, extra: list[str] = ()) -> dict:
     }
 
 
+def peer_digits(seed: int) -> dict:
+    """scripts/peer_lightning_digits.py: stock Lightning, written as most templates are."""
+    wall, stdout = run([PYTHON, "scripts/peer_lightning_digits.py", "--seed", str(seed)])
+    result = last_json_line(stdout)
+    return {**result, "loop_s": result["fit_s"], "process_s": wall}
+
+
 def plain_digits(seed: int) -> dict:
     wall, stdout = run([PYTHON, "scripts/plain_digits.py", "--seed", str(seed)])
     result = last_json_line(stdout)
     return {**result, "loop_s": result["fit_s"], "process_s": wall}
 
 
-def sweep(sweep_dir: Path) -> dict:
+def sweep(sweep_dir: Path, launcher: list[str] = ()) -> dict:
     cmd = [PYTHON, "train.py", "-m", f"lr={SWEEP_LRS}", f"batch_size={SWEEP_BATCH_SIZES}"]
     cmd += ["optimizer=adam", "max_epochs=20", "seed=42", f"hydra.sweep.dir={sweep_dir}"]
+    cmd += list(launcher)
     wall, _ = run(cmd)
     jobs = [read_record(sweep_dir / str(n)) for n in range(SWEEP_JOBS)]
     return {
@@ -204,7 +223,12 @@ def spread(runs: list[dict], key: str, fmt: str = ".3f") -> str:
 
 def verdict(name: str, value: float) -> str:
     op, limit = TARGETS[name]
-    ok = {"<=": value <= limit, ">=": value >= limit, "abs<=": abs(value) <= limit}[op]
+    ok = {
+        "<=": value <= limit,
+        ">=": value >= limit,
+        "<": value < limit,
+        "abs<=": abs(value) <= limit,
+    }[op]
     shown = f"within ±{limit}" if op == "abs<=" else f"{op} {limit}"
     return f"{'PASS' if ok else 'FAIL'} (target {shown})"
 
@@ -251,20 +275,28 @@ def main() -> None:
     rows: list[tuple[str, str, str, str, str]] = []  # the Markdown table
     try:
         # --- digits: A B A B ...
-        plain, template, stripped = [], [], []
+        plain, template, stripped, peer = [], [], [], []
         for i in range(args.repeats):
             seed = args.seed + i if args.vary_seed else args.seed
             plain.append(plain_digits(seed))
             template.append(template_digits(workdir / f"run_{i}", seed))
             stripped.append(template_digits(workdir / f"stripped_{i}", seed, STRIPPED))
+            peer.append(peer_digits(seed))
             print(
                 f"digits {i + 1}/{args.repeats} (seed {seed}): loop_s plain "
                 f"{plain[-1]['loop_s']:.3f} template {template[-1]['loop_s']:.3f} stripped "
                 f"{stripped[-1]['loop_s']:.3f}; process_s plain {plain[-1]['process_s']:.2f} "
-                f"template {template[-1]['process_s']:.2f}",
+                f"template {template[-1]['process_s']:.2f}; peer loop_s "
+                f"{peer[-1]['loop_s']:.3f}",
                 flush=True,
             )
-        results["digits"] = {"plain": plain, "template": template, "stripped": stripped}
+        results["digits"] = {
+            "plain": plain,
+            "template": template,
+            "stripped": stripped,
+            "peer": peer,
+        }
+        peer_ratio = median(template, "loop_s") / median(peer, "loop_s")
         fit_ratio = median(template, "loop_s") / median(plain, "loop_s")
         floor_ratio = median(stripped, "loop_s") / median(plain, "loop_s")
         process_ratio = median(template, "process_s") / median(plain, "process_s")
@@ -276,9 +308,13 @@ def main() -> None:
             "process_ratio": process_ratio,
             "stripped_process_ratio": floor_process,
             "acc_diff_pp": acc_diff,
+            "peer_ratio": peer_ratio,
         }
         print(f"\nDigits MLP, {args.repeats} runs per side, median (min-max):")
-        print(f"{'':22}{'plain PyTorch':>24}{'template':>24}{'template, stripped':>24}")
+        print(
+            f"{'':22}{'plain PyTorch':>24}{'template':>24}{'template, stripped':>24}"
+            f"{'stock Lightning peer':>24}"
+        )
         for label, key, fmt in (
             ("training loop s", "loop_s", ".3f"),
             ("trainer.fit s", "fit_s", ".3f"),
@@ -288,7 +324,7 @@ def main() -> None:
         ):
             print(
                 f"{label:22}{spread(plain, key, fmt):>24}{spread(template, key, fmt):>24}"
-                f"{spread(stripped, key, fmt):>24}"
+                f"{spread(stripped, key, fmt):>24}{spread(peer, key, fmt):>24}"
             )
         print(
             f"training loop  template/plain = {fit_ratio:.2f}x  {verdict('fit_ratio', fit_ratio)}"
@@ -301,6 +337,10 @@ def main() -> None:
         print(
             f"test accuracy  template - plain = {acc_diff:+.2f} pp  "
             f"{verdict('acc_diff_pp', acc_diff)}",
+        )
+        print(
+            f"training loop  template/stock-Lightning peer = {peer_ratio:.2f}x  "
+            f"{verdict('peer_ratio', peer_ratio)}",
             flush=True,
         )
         rows += [
@@ -317,6 +357,14 @@ def main() -> None:
                 f"{median(stripped, 'loop_s'):.2f}",
                 f"{floor_ratio:.2f}x",
                 "",
+            ),
+            (
+                "… a stock-Lightning peer (per-step `self.log`, torchmetrics `Accuracy`, "
+                "DataLoader over a TensorDataset: `scripts/peer_lightning_digits.py`)",
+                f"{median(plain, 'loop_s'):.2f}",
+                f"{median(peer, 'loop_s'):.2f}",
+                f"template {peer_ratio:.2f}x the peer",
+                verdict("peer_ratio", peer_ratio),
             ),
             (
                 "Digits MLP: optimizer steps/s in the loop",
@@ -392,6 +440,27 @@ def main() -> None:
                     verdict("sweep_overhead_pct", single_pct),
                 ),
             ]
+
+            print(f"\nthe same sweep with {' '.join(JOBLIB)} ...", flush=True)
+            parallel = sweep(workdir / "sweep_joblib", JOBLIB)
+            speedup = swept["wall_s"] / parallel["wall_s"]
+            results["sweep_joblib"] = {**parallel, "speedup": speedup}
+            print(
+                f"joblib sweep wall {parallel['wall_s']:.1f} s against {swept['wall_s']:.1f} s in "
+                f"one process: {speedup:.2f}x faster on {os.cpu_count()} cores  "
+                f"{verdict('joblib_speedup', speedup)}",
+                flush=True,
+            )
+            rows.append(
+                (
+                    f"Sweep of 12 jobs with hydra/launcher=joblib ({os.cpu_count()} cores): wall "
+                    "time vs in one process",
+                    f"{swept['wall_s']:.1f} s",
+                    f"{parallel['wall_s']:.1f} s",
+                    f"{speedup:.2f}x faster",
+                    verdict("joblib_speedup", speedup),
+                )
+            )
 
         # --- GPT: A B A B ...
         if not args.skip_gpt:

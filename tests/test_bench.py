@@ -55,3 +55,21 @@ def test_bench_runs_and_prints_its_table(tmp_path):
     assert "| Digits MLP: whole command (s) |" in done.stdout
     numbers = json.loads((tmp_path / "bench.json").read_text())
     assert set(numbers["digits"]) >= {"plain", "template", "stripped", "ratios"}
+
+
+@pytest.mark.slow  # a Lightning run of its own
+def test_the_stock_lightning_peer_trains_the_same_model_as_far(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "peer_lightning_digits.py"), "--epochs", "3"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    peer = json.loads(done.stdout.strip().splitlines()[-1])
+    reference = plain("--epochs", "3")
+    assert peer["steps"] == reference["steps"] == 3 * 19  # the same batches per epoch
+    # the same split, network and initial weights; only the batch order differs
+    assert abs(peer["test_acc"] - reference["test_acc"]) <= 0.03
+    assert peer["fit_s"] > 0
