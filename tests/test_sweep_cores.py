@@ -33,9 +33,11 @@ def test_the_users_thread_count_is_kept(monkeypatch):
 
 
 @pytest.mark.slow  # a sweep of two jobs in processes of their own
-def test_a_joblib_sweeps_jobs_train_with_their_share_of_the_cores(tmp_path):
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "fresh Python"])
+def test_a_joblib_sweeps_jobs_train_with_their_share_of_the_cores(tmp_path, fork):
     sweep = tmp_path / "sweep"
     env = {k: v for k, v in cli_env().items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["TRAINLAB_FORK_JOBS"] = fork
     result = subprocess.run(
         train_cmd(
             "-m",
@@ -57,3 +59,6 @@ def test_a_joblib_sweeps_jobs_train_with_their_share_of_the_cores(tmp_path):
     assert len(records) == 2
     share = max(1, (os.cpu_count() or 1) // 2)
     assert {r["trained"]["torch_threads"] for r in records} == {share}
+    assert {r["status"] for r in records} == {"completed"}
+    how = "forks of this process" if fork == "1" else "fresh Python processes"
+    assert f"jobs are {how}" in result.stdout + result.stderr

@@ -173,7 +173,8 @@ def test_never_ran_follows_the_grid_and_the_search():
 
 
 @pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
-def test_joblib_worker_killed_mid_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "fresh Python"])
+def test_joblib_worker_killed_mid_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, fork):
     sweep = tmp_path / "sweep"
     result = run_cli(
         "-m",
@@ -183,7 +184,7 @@ def test_joblib_worker_killed_mid_job_is_recorded_failed_and_the_sweep_goes_on(t
         "+callbacks.kill.step=2,100000",  # job 0 is killed (-9) after step 2; job 1 never is
         *FAST,
         f"hydra.sweep.dir={sweep}",
-        env=HELPERS,
+        env={**HELPERS, "TRAINLAB_FORK_JOBS": fork},  # a forked job or a fresh Python
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TerminatedWorkerError" not in result.stdout + result.stderr
