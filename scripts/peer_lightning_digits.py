@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain_digits import digits_splits, mlp  # noqa: E402
+from plain_digits import add_run_arguments, digits_splits, mlp  # noqa: E402
 
 
 class DigitsClassifier(L.LightningModule):
@@ -81,10 +81,7 @@ class LoopTimer(Callback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=42)
+    add_run_arguments(parser)
     parser.add_argument("--out", type=Path, help="checkpoints and logs (default: a temp dir)")
     args = parser.parse_args()
 

@@ -164,15 +164,10 @@ class EMA(EMAWeightAveraging):
 
     def record(self) -> dict[str, Any]:
         """What metrics.json says about the weights that were evaluated."""
-        if self._average_model is None:
-            return {"averaged": "ema", "decay": self.decay, "warmup": self.warmup, "updates": None}
-        return {
-            "averaged": "ema",
-            "decay": self.decay,
-            "warmup": self.warmup,
-            "updates": self._updates(),
-            "decay_reached": round(self.decay_reached(), 6),
-        }
+        record = {"averaged": "ema", "decay": self.decay, "warmup": self.warmup, "updates": None}
+        if self._average_model is not None:  # trained here, not only evaluated
+            record.update(updates=self._updates(), decay_reached=round(self.decay_reached(), 6))
+        return record
 
 
 def evaluated_weights(trainer: L.Trainer) -> dict[str, Any]:

@@ -112,8 +112,8 @@ def muon_groups(module: nn.Module, split: bool) -> list[dict[str, Any]]:
             "matrices between the input and the output layer; give the network a hidden layer "
             "(model.net.hidden_sizes=[256,256]) or choose another optimizer (optimizer=adamw)."
         )
-    log_split_once(module, {id(p) for p in hidden})
     taken = {id(p) for p in hidden}
+    log_split_once(module, taken)
     rest = [p for p in params if id(p) not in taken]
     groups: list[dict[str, Any]] = [{"params": hidden, "use_muon": True, "name": "muon"}]
     if not split:

@@ -269,10 +269,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 
     import cloudpickle  # joblib's own dependency
 
-    # import torch and Lightning once here, then fork each job from this process
-    import trainlab.run  # noqa: F401
-
     forking = can_fork()
+    if forking:  # import torch and Lightning once here, then fork each job from this process
+        import trainlab.run  # noqa: F401
     log.info("jobs are %s", "forks of this process" if forking else "fresh Python processes")
 
     singleton_state = Singleton.get_state()
