@@ -47,9 +47,10 @@ DERIVED_KEYS = [
         ["callbacks.checkpoint.dirpath", "hydra.run.dir"],
     ),
     (
-        ["callbacks.checkpoint_steps.every_n_train_steps=5"],
+        ["callbacks.checkpoint_last.every_n_train_steps=5"],
         ["every_n_train_steps=5", "checkpoint_every_n_steps=N"],
     ),
+    (["callbacks.checkpoint_last.every_s=5"], ["every_s=5", "checkpoint_every_s=S"]),
     (["~trainer.max_epochs"], ["~trainer.max_epochs (removed)", "max_epochs=N"]),
     (["~optimizer.lr"], ["~optimizer.lr (removed)", "lr=..."]),
     (

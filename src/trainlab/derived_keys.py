@@ -57,11 +57,12 @@ FOLLOW_KNOBS: tuple[tuple[str, str, bool, str], ...] = (
         "the record find them)",
     ),
     (
-        "callbacks.checkpoint_steps.every_n_train_steps",
+        "callbacks.checkpoint_last.every_n_train_steps",
         "${checkpoint_every_n_steps}",
         False,
         "checkpoint_every_n_steps=N",
     ),
+    ("callbacks.checkpoint_last.every_s", "${checkpoint_every_s}", False, "checkpoint_every_s=S"),
 )
 
 # keys the run passes in code: a value in the config would be overwritten without a word
@@ -153,12 +154,31 @@ def added_keys(task_overrides: Iterable[str], groups: Iterable[str]) -> list[str
 def _accepts(target: str, name: str) -> bool | None:
     """Whether the callable `target` takes an argument `name` (None: cannot tell)."""
     try:
-        params = inspect.signature(get_object(target)).parameters.values()
+        names = argument_names(get_object(target))
     except (ImportError, ValueError, TypeError, AttributeError):
         return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return True
-    return any(p.name == name for p in params)
+    return names is None or name in names
+
+
+def argument_names(target: Any) -> list[str] | None:
+    """The keyword arguments `target` takes (None: any). A class whose __init__ passes
+    **kwargs on to its base (a subclass of Lightning's ModelCheckpoint, say) takes what the
+    first base without **kwargs takes, too."""
+    if not isinstance(target, type):
+        params = inspect.signature(target).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return [p.name for p in params if p.name not in ("self", "args")]
+    names: list[str] = []
+    for cls in target.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None or cls is object:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]  # without self
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return list(dict.fromkeys(names))
+    return None
 
 
 def check_added_keys_are_read(cfg: DictConfig, keys: Iterable[str]) -> None:
@@ -182,8 +202,7 @@ def check_added_keys_are_read(cfg: DictConfig, keys: Iterable[str]) -> None:
                 "top-level knobs are listed by `python train.py --help`."
             )
         if _accepts(str(target), name) is False:
-            params = inspect.signature(get_object(str(target))).parameters
-            takes = ", ".join(p for p in params if p not in ("self", "args", "kwargs"))
+            takes = ", ".join(argument_names(get_object(str(target))) or ())
             raise ConfigError(
                 f"+{key} adds an argument {name} that {target} does not take, so nothing "
                 f"would read it. {parent} takes: {takes}."
