@@ -37,6 +37,8 @@ BAD_INPUTS = [
     (["cv.folds=1"], "cv.folds=1 "),
     (["trainer.devices=0"], "devices=0"),
     (["checkpoint_every_n_steps=-5"], "checkpoint_every_n_steps=-5 "),
+    (["checkpoint_every_s=-1"], "checkpoint_every_s=-1 "),
+    (["checkpoint_every_s=soon"], "checkpoint_every_s='soon' "),
     (["threads=0"], "threads=0 "),
     # batch plans that do not divide
     (["batch_size=64", "micro_batch_size=48"], "batch_size=64 cannot be split into micro batches"),

@@ -220,7 +220,7 @@ def test_resume_continues_the_saved_run_after_the_defaults_changed_and_twice(pro
 
 def test_a_run_holds_its_lock_while_it_trains_and_a_resume_is_refused(tmp_path):
     run = tmp_path / "run"
-    args = ["max_epochs=500", "checkpoint_every_n_steps=0", "logger=none", f"hydra.run.dir={run}"]
+    args = ["max_epochs=500", "checkpoint_every_n_steps=10", "logger=none", f"hydra.run.dir={run}"]
     proc = subprocess.Popen(
         train_cmd(*args), env=cli_env(tmp_path), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,

@@ -133,6 +133,7 @@ TRAINING_ONLY = (
     "max_epochs",
     "tune",
     "checkpoint_every_n_steps",
+    "checkpoint_every_s",
 )
 
 
@@ -201,6 +202,7 @@ def check_start(cfg: DictConfig) -> None:
     check_choice("train", cfg.train, (True, False), " (false: only evaluate ckpt_path)")
     check_choice("deterministic", cfg.deterministic, (True, False, "warn"))
     check_whole_number("checkpoint_every_n_steps", cfg.checkpoint_every_n_steps, 0, "200")
+    check_non_negative_number("checkpoint_every_s", cfg.checkpoint_every_s, "60")
     check_text("ckpt_path", cfg.ckpt_path, "<run dir>/checkpoints/last.ckpt", nullable=True)
     check_text("resume", cfg.resume, "<run dir>", nullable=True)
     if cfg.resume is not None and cfg.ckpt_path is not None:
