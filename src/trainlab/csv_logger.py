@@ -1,0 +1,53 @@
+"""`logger=csv`: Lightning's CSVLogger, writing its rows to `csv/metrics.csv` every few
+seconds instead of at every `log_metrics`.
+
+Lightning's logger connector calls `save()` after every `log_metrics`, which for the
+CSVLogger opens the file and appends (and rewrites it whenever a new column appears): with
+the throughput and lr monitors logging every 10 steps and each validation logging, that is a
+file write every few steps, a tenth of a 1 ms step's loop. Here rows wait in memory and are
+written once `flush_every_s` seconds have passed, whenever a checkpoint is saved (with the
+row of the step saved, logged right after: the file holds every row up to the step a resume
+continues from), and when the logger is
+finalized at the end of fit and test. A kill -9 loses at most the last `flush_every_s`
+seconds of rows, which the resumed run logs again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class CSVLogger(LightningCSVLogger):
+    def __init__(self, *args: Any, flush_every_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flush_every_s = float(flush_every_s)
+        self._written_at = time.monotonic()
+        self._after_checkpoint = False
+
+    @rank_zero_only
+    def save(self) -> None:
+        """What the connector calls after every log_metrics: a write only when it is time."""
+        if self._after_checkpoint or time.monotonic() - self._written_at >= self.flush_every_s:
+            self._after_checkpoint = False
+            self.write()
+
+    @rank_zero_only
+    def write(self) -> None:
+        super().save()
+        self._written_at = time.monotonic()
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        super().after_save_checkpoint(checkpoint_callback)
+        self.write()
+        # the step a checkpoint is saved at logs its row after the save: written with it
+        self._after_checkpoint = True
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self.write()
