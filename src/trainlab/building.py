@@ -4,6 +4,7 @@ any work, so a bad value is one message), the best-so-far that follows the objec
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
@@ -20,6 +21,7 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     ModelSummary,
 )
+from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 from trainlab.callbacks import ThroughputSummary
@@ -63,6 +65,7 @@ def build_trainer(
             # a summary only from a callback (logged_tables): Lightning adds no printed one
             enable_model_summary=False,
             plugins=[AtomicCheckpointIO()],  # a kill during a save leaves the old checkpoint
+            **({} if trainer_cfg.get("profiler") else {"profiler": NoProfiler()}),
         )
     except InstantiationException as err:
         cause = err.__cause__ or err
@@ -73,6 +76,17 @@ def build_trainer(
         raise ConfigError(f"The trainer cannot be built with {settings}: {cause}") from err
     check_precision_kept(trainer_cfg.get("precision"), trainer)
     return trainer
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default when no profiler is asked for, whose `profile` is one shared null
+    context: Lightning enters it around every hook of every callback at every step, and the
+    default's generator-based context costs ~0.6 us each time, a few % of a 1 ms step."""
+
+    _none = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return self._none
 
 
 def logged_tables(trainer_cfg: DictConfig, callbacks: list[Callback]) -> list[Callback]:

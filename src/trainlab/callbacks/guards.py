@@ -62,13 +62,17 @@ class ThroughputSummary(ThroughputMonitor):
 
     def __init__(self, batch_size_fn=samples_in, length_fn=None, **kwargs) -> None:
         super().__init__(batch_size_fn=batch_size_fn, length_fn=length_fn, **kwargs)
-        self.summary: dict[str, float] = {}
 
-    def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
-        super()._compute(trainer, iter_num)
-        if trainer.state.stage == RunningStage.TRAINING:
-            computed = self._throughputs[RunningStage.TRAINING].compute()
-            self.summary = {name: float(value) for name, value in computed.items()}
+    @property
+    def summary(self) -> dict[str, float]:
+        """The training numbers over the last window, computed when asked (at epoch ends and
+        for metrics.json) rather than after every step: {} before the window is full."""
+        throughput = self._throughputs.get(RunningStage.TRAINING)
+        try:
+            computed = throughput.compute() if throughput is not None else {}
+        except IndexError:  # no training batch yet (or not rank 0, where nothing is counted)
+            computed = {}
+        return {name: float(value) for name, value in computed.items()}
 
 
 class Interrupted(Exception):
