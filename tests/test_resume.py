@@ -121,7 +121,7 @@ def test_sigterm_mid_accumulation_stops_after_the_whole_step_and_resumes_exactly
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_says_interrupted(signum, tmp_path):
     run = tmp_path / "run"
-    args = ["max_epochs=500", "checkpoint_every_n_steps=0", "logger=none", f"hydra.run.dir={run}"]
+    args = ["max_epochs=500", "checkpoint_every_n_steps=10", "logger=none", f"hydra.run.dir={run}"]
     proc = subprocess.Popen(
         train_cmd(*args), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -31,7 +31,7 @@ from trainlab.search.storage import load_sweep_study
 FAST = [*QUICK, "logger=none"]
 HELPERS = {"PYTHONPATH": str(ROOT / "tests")}  # kill_at_step.KillAtStep
 # one job long enough to be stopped in the middle (digits: ~0.3 s an epoch)
-LONG = ["max_epochs=300", "checkpoint_every_n_steps=0", "logger=none"]
+LONG = ["max_epochs=300", "checkpoint_every_n_steps=10", "logger=none"]
 
 
 def jobs_of(sweep: Path) -> dict[str, dict]:
