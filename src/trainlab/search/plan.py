@@ -8,6 +8,8 @@ of the sweep and other workers included); the ones not drawn have no overrides.
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,11 +92,22 @@ def grid_of(params, overrides: list[str]) -> list[list[str]] | None:
 
 
 def saved_plan(sweep_dir: Path) -> SweepPlan:
-    """The plan from `<sweep dir>/multirun.yaml` (for a report written by hand)."""
-    from omegaconf import OmegaConf
-
+    """The plan from `<sweep dir>/multirun.yaml` (for a report written by hand, and for each
+    job's line on the console): read again only when the file changed."""
     saved = Path(sweep_dir) / "multirun.yaml"
     try:
-        return sweep_plan(OmegaConf.load(saved))
-    except Exception:  # no such file, or not a sweep's config: no plan
+        stat = saved.stat()
+    except OSError:
+        return SweepPlan()
+    return copy.deepcopy(_plan_of_file(str(saved.absolute()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_of_file(path: str, mtime_ns: int, size: int) -> SweepPlan:
+    """~0.1 s a time (a sweep's whole config), which each job's console line would pay."""
+    from omegaconf import OmegaConf
+
+    try:
+        return sweep_plan(OmegaConf.load(path))
+    except Exception:  # not readable, or not a sweep's config: no plan
         return SweepPlan()
