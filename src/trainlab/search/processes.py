@@ -47,6 +47,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import OmegaConf, open_dict
 
 from trainlab.record import worst_objective
+from trainlab.search.config_cache import job_context
 from trainlab.search.joblib_settings import parallel_jobs
 from trainlab.search.records import death_cause, mark_dead, read_record
 from trainlab.search.stopping import SIGNALS, SweepStopped, note_stop
@@ -270,8 +271,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     import cloudpickle  # joblib's own dependency
 
     forking = can_fork()
-    if forking:  # import torch and Lightning once here, then fork each job from this process
+    if forking:  # import torch, Lightning and the rest once here, then fork each job
         import trainlab.run  # noqa: F401
+        from trainlab.search.warm_up import warm_up
+
+        warm_up(launcher.config)
     log.info("jobs are %s", "forks of this process" if forking else "fresh Python processes")
 
     singleton_state = Singleton.get_state()
@@ -283,7 +287,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             args = (
                 idx,
                 overrides,
-                launcher.hydra_context,
+                job_context(launcher.hydra_context, overrides),
                 launcher.config,
                 launcher.task_function,
                 singleton_state,
