@@ -53,9 +53,12 @@ GPT class, data, batch 32 x 128 bytes, AdamW and clipping; training only.
 The same 12 jobs with hydra/launcher=joblib (n_jobs=-1: one job per core, each with its
 share of the cores as torch threads): the speed-up of the sweep's wall time.
 
-Targets, PASS/FAIL next to each: training loop <= 1.25x plain, whole process <= 1.2x plain,
-sweep overhead <= 10 % per job, GPT tokens/s >= 0.9x plain, test accuracy within 0.5 pp,
-template faster than the stock-Lightning peer, joblib sweep >= 1.7x faster than in-process.
+Targets (issue 17), PASS/FAIL next to each: the template's training loop <= 1.10x the same
+run stripped to Lightning's loop (B / C), the whole command <= 1.30x the plain script, sweep
+overhead <= 25 % of each job's own fit, joblib sweep >= 1.7x faster than in-process, template
+faster than the stock-Lightning peer, test accuracy within 0.5 pp of plain, GPT tokens/s
+>= 0.9x plain. The loop against plain PyTorch (B / A) is printed with no target: its floor
+is Lightning's own loop (C / A).
 """
 
 from __future__ import annotations
@@ -80,9 +83,9 @@ SWEEP_JOBS = 12
 GPT_TOKENS_PER_STEP = 32 * 128  # batch_size x block_size of experiment=gpt_small
 
 TARGETS = {  # name: (comparison, limit)
-    "fit_ratio": ("<=", 1.25),
-    "process_ratio": ("<=", 1.2),
-    "sweep_overhead_pct": ("<=", 10.0),
+    "loop_vs_stripped": ("<=", 1.10),
+    "process_ratio": ("<=", 1.30),
+    "sweep_overhead_pct": ("<=", 25.0),
     "gpt_tokens_ratio": (">=", 0.9),
     "acc_diff_pp": ("abs<=", 0.5),
     "joblib_speedup": (">=", 1.7),
@@ -299,12 +302,14 @@ def main() -> None:
         peer_ratio = median(template, "loop_s") / median(peer, "loop_s")
         fit_ratio = median(template, "loop_s") / median(plain, "loop_s")
         floor_ratio = median(stripped, "loop_s") / median(plain, "loop_s")
+        loop_vs_stripped = median(template, "loop_s") / median(stripped, "loop_s")
         process_ratio = median(template, "process_s") / median(plain, "process_s")
         floor_process = median(stripped, "process_s") / median(plain, "process_s")
         acc_diff = 100 * (median(template, "test_acc") - median(plain, "test_acc"))
         results["digits"]["ratios"] = {
             "fit_ratio": fit_ratio,
             "stripped_fit_ratio": floor_ratio,
+            "loop_vs_stripped": loop_vs_stripped,
             "process_ratio": process_ratio,
             "stripped_process_ratio": floor_process,
             "acc_diff_pp": acc_diff,
@@ -327,8 +332,9 @@ def main() -> None:
                 f"{spread(stripped, key, fmt):>24}{spread(peer, key, fmt):>24}"
             )
         print(
-            f"training loop  template/plain = {fit_ratio:.2f}x  {verdict('fit_ratio', fit_ratio)}"
-            f"   (stripped: {floor_ratio:.2f}x)"
+            f"training loop  template/stripped = {loop_vs_stripped:.2f}x  "
+            f"{verdict('loop_vs_stripped', loop_vs_stripped)}   (against plain PyTorch: "
+            f"template {fit_ratio:.2f}x, stripped {floor_ratio:.2f}x)"
         )
         print(
             f"whole process  template/plain = {process_ratio:.2f}x  "
@@ -349,7 +355,7 @@ def main() -> None:
                 f"{median(plain, 'loop_s'):.2f}",
                 f"{median(template, 'loop_s'):.2f}",
                 f"{fit_ratio:.2f}x",
-                verdict("fit_ratio", fit_ratio),
+                "",
             ),
             (
                 "… the template stripped to Lightning's loop (`callbacks=none logger=none`)",
@@ -357,6 +363,13 @@ def main() -> None:
                 f"{median(stripped, 'loop_s'):.2f}",
                 f"{floor_ratio:.2f}x",
                 "",
+            ),
+            (
+                "… the template's own cost: default against stripped, training loop",
+                f"{median(stripped, 'loop_s'):.2f}",
+                f"{median(template, 'loop_s'):.2f}",
+                f"{loop_vs_stripped:.2f}x",
+                verdict("loop_vs_stripped", loop_vs_stripped),
             ),
             (
                 "… a stock-Lightning peer (per-step `self.log`, torchmetrics `Accuracy`, "
@@ -515,7 +528,7 @@ def main() -> None:
         gpt_runs = "" if args.skip_gpt else f" ({args.gpt_repeats} for GPT)"
         print(f"\nMeasured on {info}; medians of {args.repeats} runs per side{gpt_runs}, ", end="")
         print("alternating plain and template.\n")
-        print("| | plain PyTorch | template | template vs plain | target |")
+        print("| | reference (plain PyTorch unless named) | template | ratio | target |")
         print("|---|---:|---:|---:|---|")
         for row in rows:
             print("| " + " | ".join(row) + " |")
