@@ -54,7 +54,7 @@ from trainlab.search.stopping import SIGNALS, SweepStopped, note_stop
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.2
+POLL_S = 0.05  # how often the sweep looks for finished jobs (a waitpid each)
 
 
 @dataclass
