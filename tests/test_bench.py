@@ -51,7 +51,7 @@ def test_bench_runs_and_prints_its_table(tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "training loop  template/plain" in done.stdout
+    assert "training loop  template/stripped" in done.stdout
     assert "| Digits MLP: whole command (s) |" in done.stdout
     numbers = json.loads((tmp_path / "bench.json").read_text())
     assert set(numbers["digits"]) >= {"plain", "template", "stripped", "ratios"}

@@ -188,12 +188,12 @@ def with_umask_027(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow  # over 9 s end to end: the default suite stays near 10 minutes
 def test_a_run_killed_after_rows_its_checkpoint_lacks_rewrites_them_once(tmp_path):
     run = tmp_path / "run"
-    # no epoch-end last.ckpt: the newest checkpoint is step 4's (epoch 1), rows 0 and 1 exist
+    # last.ckpt by steps only: the newest checkpoint is step 4's (epoch 1), rows 0 and 1 exist
     killed = with_umask_027(
         *QUICK,
         "logger=none",
-        "~callbacks.checkpoint_last",
         "checkpoint_every_n_steps=4",
+        "checkpoint_every_s=0",
         f"hydra.run.dir={run}",
         "+callbacks.kill._target_=kill_at_step.KillAtStep",
         "+callbacks.kill.step=8",
