@@ -199,7 +199,7 @@ def fit_and_test(
             how = "evaluated"
         trained[how] = {
             "checkpoint": ckpt,
-            "epoch": checkpoint.get("epoch"),
+            "epoch": epochs_trained(checkpoint),  # epochs done (an epoch-end save: all of it)
             "global_step": checkpoint.get("global_step"),
         }
     if cfg.get("predict"):  # <run dir>/predictions_<split>.csv, with the tested weights
