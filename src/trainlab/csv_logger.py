@@ -7,9 +7,8 @@ the throughput and lr monitors logging every 10 steps and each validation loggin
 file write every few steps, a tenth of a 1 ms step's loop. Here rows wait in memory and are
 written once `flush_every_s` seconds have passed, whenever a checkpoint is saved (with the
 row of the step saved, logged right after: the file holds every row up to the step a resume
-continues from), and when the logger is
-finalized at the end of fit and test. A kill -9 loses at most the last `flush_every_s`
-seconds of rows, which the resumed run logs again.
+continues from), and when the logger is finalized at the end of fit and test. A kill -9
+loses at most the last `flush_every_s` seconds of rows, which the resumed run logs again.
 """
 
 from __future__ import annotations

@@ -98,14 +98,18 @@ class LastCheckpoint(CachedStateKey, ModelCheckpoint):
             self.save_now(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if stops_after_this_epoch(trainer) and not self._should_skip_saving_checkpoint(trainer):
-            self.save_now(trainer)
+        if stops_after_this_epoch(trainer):
+            self.save_unless_saved(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass  # no monitor: nothing to do after a validation
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):  # stopped by something else
+        self.save_unless_saved(trainer)  # stopped by something else than the epoch's end
+
+    def save_unless_saved(self, trainer: L.Trainer) -> None:
+        """Save, unless this step was saved already (or it is the sanity check)."""
+        if not self._should_skip_saving_checkpoint(trainer):
             self.save_now(trainer)
 
     def save_now(self, trainer: L.Trainer) -> None:
@@ -143,12 +147,9 @@ class BestModelCheckpoint(CachedStateKey, ModelCheckpoint):
         finally:
             self._dumping = False
         copy = snapshot(checkpoint, self.keep_in_memory_bytes)
+        self._pending = (checkpoint if copy is None else copy, filepath)
         if copy is None:  # on a GPU, or too large to hold: written now, as Lightning does
-            trainer.strategy.save_checkpoint(checkpoint, filepath)
-            trainer.strategy.barrier("BestModelCheckpoint")
-            self._after_write(trainer, filepath)
-        else:
-            self._pending = (copy, filepath)
+            self.write_pending(trainer)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
 

@@ -2,11 +2,11 @@
 
 A forked job starts with whatever its parent had: torch and Lightning, but not the modules
 a run imports as it builds (the model, the optimizer, the callbacks, the data's readers) nor
-the data a DataModule caches once per process (trainlab.data.arrays). Each job then paid for
-them again, ~0.5 s a job on 2 cores, about what the second core gave back in a sweep of
-one-second jobs. Importing every `_target_` of the sweep's config and reading the data's spec
-once in the parent makes every fork start warm. Nothing here touches CUDA (a fork could not
-use it), and a failure only leaves that piece cold: the job itself reports real faults.
+the data a DataModule caches once per process (trainlab.data.arrays), so each job paid for
+them again. Here the parent imports every `_target_` of the sweep's config and reads the
+data's spec once, and each fork inherits both (its own first fit is still colder than a job
+in one process: README, Performance). Nothing here touches CUDA (a fork could not use it),
+and a failure only leaves that piece cold: the job itself reports real faults.
 """
 
 from __future__ import annotations
