@@ -48,22 +48,24 @@ class Scored(BoringModel):
 
 
 def fit(tmp_path: Path, callbacks: list, epochs: int = 3, scores=(0.1,), **trainer) -> L.Trainer:
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    """A quiet Trainer over `Scored(scores)`; `trainer` adds or replaces its arguments."""
+    arguments = {
+        "default_root_dir": tmp_path,
+        "max_epochs": epochs,
+        "callbacks": callbacks,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
         **trainer,
-    )
-    trainer.fit(Scored(list(scores)))
-    return trainer
+    }
+    built = L.Trainer(**arguments)
+    built.fit(Scored(list(scores)))
+    return built
 
 
-def saves_of(tmp_path: Path, last: LastCheckpoint, others=(), **kwargs) -> list[int]:
-    """The global steps at which `last` wrote last.ckpt over a run."""
+def counted_saves(last: LastCheckpoint) -> list[int]:
+    """The global steps at which `last` will write last.ckpt, filled in as the run goes."""
     steps: list[int] = []
     original = last.save_now
 
@@ -72,6 +74,12 @@ def saves_of(tmp_path: Path, last: LastCheckpoint, others=(), **kwargs) -> list[
         original(trainer)
 
     last.save_now = counted
+    return steps
+
+
+def saves_of(tmp_path: Path, last: LastCheckpoint, others=(), **kwargs) -> list[int]:
+    """The global steps at which `last` wrote last.ckpt over a run."""
+    steps = counted_saves(last)
     fit(tmp_path, [*others, last], **kwargs)
     assert (tmp_path / "last.ckpt").is_file()
     return steps
@@ -101,11 +109,8 @@ def test_last_is_saved_when_a_time_interval_has_passed(tmp_path, monkeypatch):
             clock["now"] += 1.0
 
     last = LastCheckpoint(dirpath=str(tmp_path), every_s=5)
-    steps: list[int] = []
-    original = last.save_now
-    last.save_now = lambda trainer: (steps.append(trainer.global_step), original(trainer))
-    fit(tmp_path, [Tick(), last])  # Tick runs first: the clock has moved when last looks
-    assert steps == [5, 10, 15, 20, 24]
+    # Tick runs first: the clock has moved when last looks
+    assert saves_of(tmp_path, last, [Tick()]) == [5, 10, 15, 20, 24]
 
 
 def test_last_is_never_saved_between_the_micro_batches_of_an_accumulated_step(tmp_path):
@@ -237,12 +242,8 @@ def test_the_csv_holds_every_row_lightnings_logger_writes(tmp_path):
     theirs = LightningCSVLogger(save_dir=tmp_path, name="theirs", version="")
     for logger, where in ((ours, "ours"), (theirs, "theirs")):
         torch.manual_seed(0)
-        trainer = L.Trainer(
-            default_root_dir=tmp_path / where, max_epochs=3, logger=logger,
-            log_every_n_steps=2, enable_progress_bar=False, enable_model_summary=False,
-            enable_checkpointing=False, num_sanity_val_steps=0,
-        )  # fmt: skip
-        trainer.fit(Scored(SCORES))
+        fit(tmp_path / where, [], scores=SCORES, logger=logger, log_every_n_steps=2,
+            enable_checkpointing=False)  # fmt: skip
     ours_rows = rows(tmp_path / "ours/metrics.csv")
     theirs_rows = rows(tmp_path / "theirs/metrics.csv")
     assert len(ours_rows) == len(theirs_rows) > 10
@@ -263,12 +264,7 @@ def test_the_csv_is_written_when_a_checkpoint_is_saved_not_at_every_log(tmp_path
                 seen_at_save.append(max(int(r["step"]) for r in logged))
 
     last = LastCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=12)
-    trainer = L.Trainer(
-        default_root_dir=tmp_path, max_epochs=3, logger=logger, callbacks=[last, Look()],
-        log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(Scored(SCORES))
+    fit(tmp_path, [last, Look()], scores=SCORES, logger=logger, log_every_n_steps=1)
     assert seen_at_save == [11]  # the rows of steps 1-12 (logged as 0-11): all up to the save
     # at the two saves (steps 12 and 24) and with the row logged right after each, at the end
     # of fit: 5 writes, not one per log (~30)
