@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -159,6 +160,37 @@ def check_named_best_on_disk(last: LastCheckpoint, tmp_path: Path) -> list[bool]
     return seen
 
 
+def named_best(path: Path) -> str:
+    states = torch.load(path, weights_only=False)["callbacks"]
+    return next(Path(s["best_model_path"]).name for k, s in states.items() if "BestModel" in k)
+
+
+@pytest.mark.parametrize("trigger", ["steps", "seconds"])
+def test_a_save_due_at_an_epochs_last_step_waits_for_its_validation(tmp_path, monkeypatch, trigger):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(checkpointing.time, "monotonic", lambda: clock["now"])
+
+    class Tick(Callback):
+        def on_train_batch_end(self, *args) -> None:
+            clock["now"] += 1.0
+
+    best = best_and_last(tmp_path)[0]
+    every = {"every_n_train_steps": 8} if trigger == "steps" else {"every_s": 8}
+    last = LastCheckpoint(dirpath=str(tmp_path), **every)
+    seen = []
+    original = last.save_now
+    last.save_now = lambda trainer: (
+        original(trainer),
+        seen.append(named_best(tmp_path / "last.ckpt")),
+    )
+    steps = saves_of(tmp_path, last, [Tick(), best], scores=[0.1, 0.5, 0.7])
+    # each epoch's last step (8, 16, 24) saves once, after that epoch's validation: the file
+    # names the epoch's own improvement, and the run's last.ckpt its final best
+    assert steps == [8, 16, 24]
+    assert seen == ["epoch_000.ckpt", "epoch_001.ckpt", "epoch_002.ckpt"]
+    assert (tmp_path / "epoch_002.ckpt").is_file()
+
+
 SCORES = [0.1, 0.5, 0.3, 0.7, 0.6, 0.8, 0.2]  # improvements at epochs 0, 1, 3, 5
 
 
@@ -172,9 +204,9 @@ def test_the_best_checkpoint_holds_the_best_epoch_and_only_it_remains(tmp_path):
 
     writes = []
     original = best.write_pending
-    best.write_pending = lambda trainer, barrier=True: (
+    best.write_pending = lambda trainer, failing=False: (
         writes.append(best._pending is not None),
-        original(trainer, barrier),
+        original(trainer, failing),
     )
     named = check_named_best_on_disk(last, tmp_path)
     fit(tmp_path, [Record(), best, last], epochs=len(SCORES), scores=SCORES)
@@ -214,6 +246,40 @@ def test_a_best_waiting_in_memory_is_written_when_training_fails(tmp_path):
     with pytest.raises(RuntimeError, match="out of luck"):
         fit(tmp_path, [best, Fail()], epochs=6, scores=SCORES)
     assert sorted(p.name for p in tmp_path.glob("epoch_*.ckpt")) == ["epoch_001.ckpt"]
+
+
+def test_a_failing_run_keeps_the_best_that_last_names_and_writes_the_waiting_one(tmp_path):
+    best, last = best_and_last(tmp_path)  # last.ckpt at step 20, mid-epoch 2: names epoch 1
+
+    class Fail(Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 4:  # epoch 3's improvement is waiting in memory
+                raise RuntimeError("out of luck")
+
+    with pytest.raises(RuntimeError, match="out of luck"):
+        fit(tmp_path, [best, last, Fail()], epochs=6, scores=SCORES)
+    assert named_best(tmp_path / "last.ckpt") == "epoch_001.ckpt"
+    on_disk = sorted(p.name for p in tmp_path.glob("epoch_*.ckpt"))
+    assert on_disk == ["epoch_001.ckpt", "epoch_003.ckpt"]
+
+
+def test_with_several_kept_each_improvement_is_written_as_it_comes(tmp_path):
+    best = BestModelCheckpoint(
+        dirpath=str(tmp_path), filename="epoch_{epoch:03d}", monitor="val/score", mode="max",
+        save_top_k=2, auto_insert_metric_name=False,
+    )  # fmt: skip
+    held = []
+
+    class Look(Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            held.append(best._pending)
+
+    fit(tmp_path, [best, Look()], epochs=len(SCORES), scores=SCORES)
+    assert held == [None] * len(SCORES)  # nothing waits: two files are named as kept
+    on_disk = sorted(p.name for p in tmp_path.glob("epoch_*.ckpt"))
+    assert on_disk == ["epoch_003.ckpt", "epoch_005.ckpt"]
+    for name in on_disk:
+        assert torch.load(tmp_path / name, weights_only=False)["epoch"] == int(name[6:9])
 
 
 def test_a_snapshot_is_a_copy_later_training_cannot_change():
@@ -270,3 +336,20 @@ def test_the_csv_is_written_when_a_checkpoint_is_saved_not_at_every_log(tmp_path
     # of fit: 5 writes, not one per log (~30)
     assert len(writes) == 5
     assert len(rows(tmp_path / "csv/metrics.csv")) >= 24
+
+
+def test_the_csv_writes_every_row_of_the_saved_step_at_once(tmp_path):
+    logger = CSVLogger(save_dir=tmp_path, name="csv", version="", flush_every_s=3600)
+    path = tmp_path / "csv/metrics.csv"
+    logger.log_metrics({"train/loss": 1.0}, step=5)
+    logger.save()
+    assert not path.exists()  # not yet time
+    logger.after_save_checkpoint(SimpleNamespace(_last_global_step_saved=6))
+    assert [r["step"] for r in rows(path)] == ["5"]
+    for step, name in ((6, "val/loss"), (6, "val/acc"), (7, "train/loss")):
+        logger.log_metrics({name: 0.5}, step=step)
+        logger.save()
+    # both rows of the saved step went out with it; the next step's waits for its time
+    assert [r["step"] for r in rows(path)] == ["5", "6", "6"]
+    logger.finalize("success")
+    assert [r["step"] for r in rows(path)] == ["5", "6", "6", "7"]

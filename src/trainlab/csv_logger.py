@@ -25,13 +25,25 @@ class CSVLogger(LightningCSVLogger):
         super().__init__(*args, **kwargs)
         self.flush_every_s = float(flush_every_s)
         self._written_at = time.monotonic()
-        self._after_checkpoint = False
+        self._saved_step: int | None = None  # rows up to this step go out as they come
+        self._row_step = -1
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        if step is not None:
+            self._row_step = step
 
     @rank_zero_only
     def save(self) -> None:
-        """What the connector calls after every log_metrics: a write only when it is time."""
-        if self._after_checkpoint or time.monotonic() - self._written_at >= self.flush_every_s:
-            self._after_checkpoint = False
+        """What the connector calls after every log_metrics: a write only when it is time,
+        or when the row belongs to the step a checkpoint was just saved at."""
+        if self._saved_step is not None and self._row_step > self._saved_step:
+            self._saved_step = None  # training moved past the saved step
+        if (
+            self._saved_step is not None
+            or time.monotonic() - self._written_at >= self.flush_every_s
+        ):
             self.write()
 
     @rank_zero_only
@@ -43,8 +55,10 @@ class CSVLogger(LightningCSVLogger):
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         super().after_save_checkpoint(checkpoint_callback)
         self.write()
-        # the step a checkpoint is saved at logs its row after the save: written with it
-        self._after_checkpoint = True
+        # the saved step's rows logged after the save (its validation's) are written with it
+        self._saved_step = max(
+            self._row_step, getattr(checkpoint_callback, "_last_global_step_saved", 0)
+        )
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

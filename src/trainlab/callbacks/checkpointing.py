@@ -8,6 +8,8 @@ epochs, and the best checkpoint at each improvement, was a fifth of the training
 
 - after an optimizer step, when `every_n_train_steps` divides the step count, or once
   `every_s` seconds have passed since the last save (rank 0's clock decides for all ranks);
+  a save due at an epoch's last step waits for the epoch's end, after its validation, so
+  it records that validation's improvement and early-stopping state;
 - at the end of the epoch where training stops (the last one, early stopping, max_steps), so
   a finished run's last.ckpt holds its final state; at the end of training otherwise;
 - on SIGINT/SIGTERM (trainlab.callbacks.guards.StopOnSignal), SLURM's requeue signal
@@ -19,13 +21,15 @@ travel with it). Saves land right after an optimizer step, never between the mic
 of an accumulated one, whose gradients a checkpoint does not hold.
 
 `BestModelCheckpoint`: Lightning's ModelCheckpoint (monitor, top-k), except that on one
-process or DDP over CPU tensors (a small model's case) an improvement is kept in memory, a
-copy of what would have been written, and written when any other checkpoint is saved (so
-last.ckpt never names a best file that is not there), when training ends, and on an
-exception. Sub-second epochs improve often; only the last improvement before each of those
-moments reaches the disk. On a GPU, under FSDP or DeepSpeed (sharded, collective saves) and
-for checkpoints over `keep_in_memory_mb`, each improvement is written at once, as Lightning
-does.
+process or DDP over CPU tensors (a small model's case), with save_top_k=1, an improvement is
+kept in memory, a copy of what would have been written, and written when any other
+checkpoint is saved (so last.ckpt never names a best file that is not there), when training
+ends, and on an exception. Sub-second epochs improve often; only the last improvement before
+each of those moments reaches the disk. On a GPU, under FSDP or DeepSpeed (sharded,
+collective saves) and for checkpoints over `keep_in_memory_mb` or when several are kept
+(save_top_k != 1), each improvement is written at once, as Lightning does. On an exception
+the waiting one is written and the files it replaced stay (the last.ckpt on disk may name
+one).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class LastCheckpoint(CachedStateKey, ModelCheckpoint):
         self.every_s = float(every_s or 0)
         self._step_before = -1
         self._saved_at = time.monotonic()
+        self._due_at_epoch_end = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -94,12 +99,15 @@ class LastCheckpoint(CachedStateKey, ModelCheckpoint):
             due = time.monotonic() - self._saved_at >= self.every_s
             if trainer.world_size > 1:  # every rank saves at the same step, or none does
                 due = trainer.strategy.broadcast(due)
-        if due:
+        if due and ends_the_epoch(trainer):
+            self._due_at_epoch_end = True  # after the epoch's validation, which it records
+        elif due:
             self.save_now(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if stops_after_this_epoch(trainer):
+        if self._due_at_epoch_end or stops_after_this_epoch(trainer):
             self.save_unless_saved(trainer)
+        self._due_at_epoch_end = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass  # no monitor: nothing to do after a validation
@@ -115,6 +123,15 @@ class LastCheckpoint(CachedStateKey, ModelCheckpoint):
     def save_now(self, trainer: L.Trainer) -> None:
         self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
         self._saved_at = time.monotonic()
+
+
+def ends_the_epoch(trainer: L.Trainer) -> bool:
+    """Whether the optimizer step just taken is the epoch's last (its last batch, or
+    max_steps reached): the epoch's validation is still to come."""
+    max_steps = trainer.max_steps
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or (
+        max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps
+    )
 
 
 def stops_after_this_epoch(trainer: L.Trainer) -> bool:
@@ -146,28 +163,35 @@ class BestModelCheckpoint(CachedStateKey, ModelCheckpoint):
             checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
         finally:
             self._dumping = False
-        copy = snapshot(checkpoint, self.keep_in_memory_bytes)
-        self._pending = (checkpoint if copy is None else copy, filepath)
-        if copy is None:  # on a GPU, or too large to hold: written now, as Lightning does
-            self.write_pending(trainer)
+        # only one improvement can wait: with top-k > 1 each one stays among the k kept
+        copy = snapshot(checkpoint, self.keep_in_memory_bytes) if self.save_top_k == 1 else None
+        held = copy is not None
+        if trainer.world_size > 1:  # every rank holds, or every rank writes (a collective)
+            held = trainer.strategy.reduce_boolean_decision(held, all=True)
+        self._pending = (copy if held else checkpoint, filepath)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+        if not held:  # on a GPU, too large to hold, or top-k > 1: written now, as Lightning
+            self.write_pending(trainer)
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if self._pending is None:
             return super()._remove_checkpoint(trainer, filepath)
         self._stale.append(filepath)  # only once the better one is on disk
 
-    def write_pending(self, trainer: L.Trainer, barrier: bool = True) -> None:
-        """Write the improvement waiting in memory, then remove the files it replaced."""
+    def write_pending(self, trainer: L.Trainer, failing: bool = False) -> None:
+        """Write the improvement waiting in memory, then remove the files it replaced
+        (unless training is failing: the last.ckpt on disk may still name one of them, and
+        the other ranks may not reach a barrier)."""
         if self._pending is None:
             return
         checkpoint, filepath = self._pending
         self._pending = None
         trainer.strategy.save_checkpoint(checkpoint, filepath)
-        if barrier:
-            trainer.strategy.barrier("BestModelCheckpoint")
         self._after_write(trainer, filepath)
+        if failing:
+            return
+        trainer.strategy.barrier("BestModelCheckpoint")
         stale, self._stale = self._stale, []
         for path in stale:
             if path != filepath and path != self.best_model_path:
@@ -188,7 +212,7 @@ class BestModelCheckpoint(CachedStateKey, ModelCheckpoint):
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
-        self.write_pending(trainer, barrier=False)  # the other ranks may not be here
+        self.write_pending(trainer, failing=True)
 
 
 def snapshot(checkpoint: dict[str, Any], limit_bytes: float) -> dict[str, Any] | None:
