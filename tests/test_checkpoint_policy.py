@@ -353,3 +353,13 @@ def test_the_csv_writes_every_row_of_the_saved_step_at_once(tmp_path):
     assert [r["step"] for r in rows(path)] == ["5", "6", "6"]
     logger.finalize("success")
     assert [r["step"] for r in rows(path)] == ["5", "6", "6", "7"]
+
+
+def test_a_checkpoint_saved_before_the_first_validation_is_finite_enough_to_resume():
+    from trainlab.checkpoints import nonfinite_tensors
+
+    state = {"net.w": torch.ones(2), "val_acc_best": torch.tensor(float("-inf"))}
+    assert nonfinite_tensors(state) == []  # the best-so-far starts at -inf: not a divergence
+    state["val_loss_best"] = torch.tensor(float("nan"))
+    state["net.b"] = torch.tensor([1.0, float("inf")])
+    assert nonfinite_tensors(state) == ["val_loss_best", "net.b"]

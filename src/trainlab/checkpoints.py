@@ -125,14 +125,20 @@ def read_checkpoint(path: str | Path, knob: str) -> dict[str, Any]:
 
 
 def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
-    """Names of the floating-point tensors that hold a NaN or an inf."""
+    """Names of the floating-point tensors that hold a NaN or an inf; a best-so-far
+    (`val_<metric>_best`) may be +-inf: its start, before the first validation."""
     return [
         name
         for name, value in state_dict.items()
         if torch.is_tensor(value)
         and (value.is_floating_point() or value.is_complex())
         and not bool(torch.isfinite(value).all())
+        and not (is_best_so_far(name) and not bool(torch.isnan(value).any()))
     ]
+
+
+def is_best_so_far(name: str) -> bool:
+    return name.startswith("val_") and name.endswith("_best")
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
