@@ -255,8 +255,10 @@ def trained(tmp_path_factory) -> Path:
 
 
 def poison(path: Path, value: float) -> None:
+    """Puts `value` into the network's first weight (not a metric's state such as val_acc_best,
+    whose +-inf is its legitimate start)."""
     checkpoint = torch.load(path, weights_only=True)
-    weights = [t for t in checkpoint["state_dict"].values() if t.is_floating_point()]
+    weights = [t for name, t in checkpoint["state_dict"].items() if name.startswith("net.")]
     weights[0].view(-1)[0] = value
     torch.save(checkpoint, path)
 
