@@ -49,6 +49,13 @@ FOLLOW_KNOBS: tuple[tuple[str, str, bool, str], ...] = (
     ("scheduler.factory.warmup", "${warmup}", False, "warmup=..."),
     ("scheduler.factory.min_lr_ratio", "${min_lr_ratio}", False, "min_lr_ratio=..."),
     ("model.weight_decay_groups", "${weight_decay_groups}", False, "weight_decay_groups=..."),
+    ("model.net.parametrization", "${parametrization}", False, "parametrization=sp|mup"),
+    (
+        "model.net.base_width",
+        "${trainlab.base_width:*}",  # the model config's own width after the colon
+        False,
+        "base_width=N with parametrization=mup (null: the model config's own width)",
+    ),
     (
         "callbacks.*.dirpath",
         "${paths.output_dir}/checkpoints",
@@ -108,6 +115,21 @@ def _paths(cfg: DictConfig, pattern: str) -> Iterable[str]:
             yield f"{head}.{key}.{tail}"
 
 
+def follows(raw: Any, expected: str) -> bool:
+    """Whether a raw value is the expected interpolation; a `*` before the closing brace
+    stands for any argument (`${trainlab.base_width:*}` takes `${trainlab.base_width:128}`)."""
+    if expected.endswith(":*}"):
+        pattern = re.escape(expected[:-2]) + r"[^}]+[}]"
+        return isinstance(raw, str) and re.fullmatch(pattern, raw) is not None
+    return raw == expected
+
+
+def knob_of(expected: str) -> str:
+    """The knob an interpolation reads: lr for ${lr}, base_width for ${trainlab.base_width:*}."""
+    inside = re.search(r"[$][{]([^}]+)[}]", expected).group(1)
+    return inside.removeprefix("trainlab.").split(":")[0]
+
+
 def check_keys_follow_knobs(cfg: DictConfig) -> None:
     """Refuse a value where the run sets the key from a knob, or sets it in code."""
     for pattern, expected, required, advice in FOLLOW_KNOBS:
@@ -118,12 +140,12 @@ def check_keys_follow_knobs(cfg: DictConfig) -> None:
             present, raw = _node(cfg, path)
             if not present and not required:
                 continue
-            if present and raw == expected:
+            if present and follows(raw, expected):
                 continue
             given = f"{path}={raw}" if present else f"~{path} (removed)"
             raise ConfigError(
                 f"{given} is not allowed: the run sets {path} from "
-                f"{re.search(r'[$][{]([^}]+)[}]', expected).group(1)} "
+                f"{knob_of(expected)} "
                 f"(it must stay {expected}), so this value would be ignored or trained with "
                 f"while the plan, hparams and report say otherwise. Give {advice}."
             )

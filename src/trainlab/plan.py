@@ -40,6 +40,9 @@ class Plan:
     base_batch_size: int
     lr_effective: float
     lr_scaling_exponent: float | None = None  # with lr_scaling=power; a record before it: None
+    parametrization: str = "sp"  # sp | mup (trainlab.models.width)
+    base_width: int | None = None  # under mup: the width at which lr and init are right
+    width_multiplier: float = 1.0  # width / base_width under mup: μP's m
     tuned: dict[str, Any] = field(default_factory=dict)  # what tune= measured and chose
 
     def as_dict(self) -> dict[str, Any]:

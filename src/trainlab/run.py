@@ -53,6 +53,7 @@ from trainlab.cross_validation import cross_validate
 from trainlab.data.sizing import check_sized_from_data
 from trainlab.distributed import distributed_job, in_sweep
 from trainlab.faults import describe, exit_with_message, full_error_asked, log_traceback
+from trainlab.models.width import check_checkpoint_parametrization, parametrization_of
 from trainlab.objective import direction_or_default
 from trainlab.plan import Plan, make_plan
 from trainlab.predicting import check_can_predict, write_predictions
@@ -110,6 +111,8 @@ def fit_and_test(
     optimizer, scheduler = optimizer_and_scheduler(cfg, plan.lr_effective)
     module = build_module(cfg.model, cfg.task, optimizer, scheduler)
     check_model_fits_data(module, datamodule, group_choices().get("data"))
+    check_checkpoint_parametrization(checkpoint, module)
+    plan = Plan(**{**plan.as_dict(), **parametrization_of(module).as_plan()})
     keep_best_of_objective(module, cfg.optimized_metric, direction_or_default(cfg))
     check_optimizer_builds(module, group_choices())
     check_optimized_metric(cfg.optimized_metric, module.logged_metrics)

@@ -30,6 +30,7 @@ from trainlab.checks import (
     ConfigError,
 )
 from trainlab.config_checks import check_lr_settings
+from trainlab.models.width import refuse_lr_test_off_base
 from trainlab.plan import Plan, largest_divisor_at_most, with_micro_batch
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,7 @@ def tune_lr(
     import pandas as pd
 
     refuse_distributed(trainer, "lr")
+    refuse_lr_test_off_base(module)
     check_lr_settings(settings)
     loop = trainer.fit_loop
     max_epochs = loop.max_epochs

@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from trainlab.checks import ConfigError
 from trainlab.data.spec import DataSpec
+from trainlab.models.width import Parametrization
 from trainlab.optim import SchedulerSpec
 from trainlab.tasks.base import TaskModule
 from trainlab.tasks.epoch_metrics import EpochSums
@@ -33,11 +34,14 @@ LN2 = math.log(2)
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t sees positions <= t only."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, dropout: float, scale: float | None = None
+    ) -> None:
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
         self.n_head = n_head
+        self.scale = scale  # of q.k; None: 1/sqrt(head size)
         self.qkv = nn.Linear(n_embd, 3 * n_embd)  # queries, keys, values in one matmul
         self.proj = nn.Linear(n_embd, n_embd)  # a residual projection (scaled init)
         self.dropout = dropout
@@ -50,8 +54,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         # the fused kernel (flash / memory-efficient where available) applies the causal mask
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True,
+            scale=self.scale,
+        )  # fmt: skip
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -70,10 +75,12 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer layer. FSDP wraps (shards) the model one `Block` at a time."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, dropout: float, scale: float | None = None
+    ) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, scale)
         self.ln_2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
 
@@ -85,7 +92,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer: (B, T) token ids -> (B, T, vocab_size) next-token logits."""
+    """Decoder-only transformer: (B, T) token ids -> (B, T, vocab_size) next-token logits.
+
+    Its width is `n_embd` (n_head stays, so the head size grows with it). Under
+    `parametrization="mup"` (trainlab.models.width), with m = n_embd / base_width: the hidden
+    matrices' init std is divided by sqrt(m) (variance ~ 1/fan_in), the logits' input is
+    multiplied by 1/m (the head shares the embedding's weight, which keeps its scale), and
+    attention scores are scaled by sqrt(base head size) / head size, 1/d_head in width."""
 
     def __init__(
         self,
@@ -96,8 +109,16 @@ class GPT(nn.Module):
         n_embd: int = 128,
         dropout: float = 0.0,
         activation_checkpointing: bool = False,
+        parametrization: str = "sp",
+        base_width: int | None = None,
     ) -> None:
         super().__init__()
+        self.parametrization = Parametrization(parametrization, n_embd, base_width)
+        m = self.parametrization.multiplier
+        head_size = n_embd // n_head if n_embd % n_head == 0 else 1
+        # μP's 1/d_head, equal to the usual 1/sqrt(d_head) at the base width
+        attention_scale = None if m == 1.0 else 1.0 / math.sqrt(head_size * m)
+        self.output_multiplier = 1.0 / m
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.n_layer = n_layer
@@ -107,7 +128,9 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(vocab_size, n_embd)  # token embedding
         self.wpe = nn.Embedding(block_size, n_embd)  # learned position embedding
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(
+            Block(n_embd, n_head, dropout, attention_scale) for _ in range(n_layer)
+        )
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         # weight tying: reading a token in and writing it out use one matrix. Fewer
@@ -120,6 +143,12 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+        if m != 1.0:  # μP: hidden matrices' variance ~ 1/fan_in, from the base width's 0.02
+            with torch.no_grad():
+                for block in self.blocks:
+                    for layer in block.modules():
+                        if isinstance(layer, nn.Linear):
+                            layer.weight.div_(math.sqrt(m))
         # counted now: once FSDP shards the parameters, numel() sees only this rank's shard
         self._non_embedding_params = self.num_params(non_embedding=True)
 
@@ -160,7 +189,15 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
+        if self.output_multiplier != 1.0:
+            x = x * self.output_multiplier
+        return self.lm_head(x)
+
+    @staticmethod
+    def at_width(arguments: dict, factor: float) -> dict:
+        """The arguments of this GPT `factor` times as wide (n_embd; heads stay)."""
+        return {**arguments, "n_embd": round(arguments["n_embd"] * factor)}
 
 
 class LanguageModel(TaskModule):

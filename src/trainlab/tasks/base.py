@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from trainlab.data.spec import DataSpec
+from trainlab.models.width import parametrization_of
 from trainlab.optim import ConfiguredOptimizers, SchedulerSpec
 from trainlab.tasks.epoch_metrics import LogsEpochMeans
 from trainlab.tasks.lean import LeanHooks
@@ -46,6 +47,11 @@ class TaskModule(LeanHooks, ConfiguredOptimizers, LogsEpochMeans, L.LightningMod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # μP's multipliers live in the forward pass: a checkpoint says what it was trained with
+        checkpoint["parametrization"] = parametrization_of(self).as_plan()
 
     def check_fits(self, spec: DataSpec, data_name: str) -> None:
         """Raise a ConfigError when the network cannot take the data (`spec`) or gives the
