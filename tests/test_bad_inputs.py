@@ -40,6 +40,20 @@ BAD_INPUTS = [
     (["checkpoint_every_s=-1"], "checkpoint_every_s=-1 "),
     (["checkpoint_every_s=soon"], "checkpoint_every_s='soon' "),
     (["threads=0"], "threads=0 "),
+    (["parametrization=mip"], "parametrization='mip' is not allowed"),
+    (["parametrization=true"], "parametrization=true is not allowed"),
+    (["parametrization=mup", "base_width=0"], "base_width=0 "),
+    (["parametrization=mup", "base_width=wide"], "base_width='wide' "),
+    (["base_width=64"], "base_width=64 is not allowed with parametrization=sp"),
+    (["parametrization=mup", "model=cnn"], "parametrization=mup is not available for this model"),
+    (
+        ["parametrization=mup", "model.net.hidden_sizes=[]", "base_width=8"],
+        "parametrization=mup needs a hidden layer",
+    ),
+    (
+        ["parametrization=mup", "model.net.hidden_sizes=[512,512]", "tune=lr"],
+        "tune=lr is not available at parametrization=mup with width 512",
+    ),
     # batch plans that do not divide
     (["batch_size=64", "micro_batch_size=48"], "batch_size=64 cannot be split into micro batches"),
     (["precision=fp8"], "precision=fp8"),

@@ -51,6 +51,12 @@ DERIVED_KEYS = [
         ["every_n_train_steps=5", "checkpoint_every_n_steps=N"],
     ),
     (["callbacks.checkpoint_last.every_s=5"], ["every_s=5", "checkpoint_every_s=S"]),
+    (["model.net.parametrization=mup"], ["model.net.parametrization=mup", "parametrization="]),
+    (["model.net.base_width=64"], ["model.net.base_width=64", "base_width=N"]),
+    (
+        ["model=gpt", "data=text", "model.net.base_width=64"],
+        ["model.net.base_width=64", "base_width=N"],
+    ),
     (["~trainer.max_epochs"], ["~trainer.max_epochs (removed)", "max_epochs=N"]),
     (["~optimizer.lr"], ["~optimizer.lr (removed)", "lr=..."]),
     (

@@ -11,6 +11,7 @@ from typing import Any
 from torch.optim import Optimizer
 
 from trainlab.optim.groups import build_optimizer
+from trainlab.optim.registry import settings_of
 from trainlab.optim.schedule_free import is_schedule_free
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,6 @@ def decay_groups_of(module) -> str:
     return groups if groups is not None else module.hparams.get("weight_decay_groups", "auto")
 
 
-def settings_of(factory) -> dict[str, Any]:
-    """The optimizer's own arguments as configured (betas, momentum, adjust_lr_fn, warmup, ...),
-    without `lr` and `weight_decay`, which the param groups show as they were built."""
-    keywords: dict[str, Any] = {}
-    while isinstance(factory, functools.partial):
-        keywords = {**factory.keywords, **keywords}
-        factory = factory.func
-    return {k: v for k, v in keywords.items() if k not in ("lr", "weight_decay")}
-
-
 def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:
     """Class and per-group hyperparameters of an optimizer as built: what really trains."""
     groups = []
@@ -83,5 +74,7 @@ def describe_optimizer(optimizer: Optimizer) -> dict[str, Any]:
             weight_decay=float(group.get("weight_decay", 0.0)),
             params=sum(p.numel() for p in group["params"]),
         )
+        if "lr_multiplier" in group:  # μP's (trainlab.optim.mup): lr is already multiplied
+            described["lr_multiplier"] = float(group["lr_multiplier"])
         groups.append(described)
     return {"class": type(optimizer).__name__, "param_groups": groups}

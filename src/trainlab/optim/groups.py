@@ -13,7 +13,8 @@ from torch import nn
 from torch.optim import Optimizer
 
 from trainlab.checks import ConfigError, check_weight_decay_groups
-from trainlab.optim.registry import built_by, traits_of
+from trainlab.optim.mup import apply_multipliers, split_by_role
+from trainlab.optim.registry import built_by, settings_of, traits_of
 from trainlab.optim.roles import roles_by_tensor
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ def build_optimizer(
     weight decay; `all` decays every parameter (torch's default); `auto` splits for the
     optimizers whose decay is decoupled (AdamW's kind: trainlab.optim.registry), the one meant
     to be used with a real weight_decay. Muon's groups are its hidden matrices and, for AdamW,
-    the rest (`muon_groups`). `total_steps` (the run's optimizer steps) goes to a builder
-    that asks for it (schedule-free's warmup).
+    the rest (`muon_groups`). Under μP each group is split further by role, with its own
+    lr and weight decay (trainlab.optim.mup). `total_steps` (the run's optimizer steps) goes
+    to a builder that asks for it (schedule-free's warmup).
     """
     check_weight_decay_groups(weight_decay_groups)
     traits = traits_of(factory)
@@ -68,17 +70,19 @@ def build_optimizer(
     if total_steps is not None and "total_steps" in inspect.signature(built).parameters:
         factory = functools.partial(factory, total_steps=total_steps)
     if traits.family == "muon":
-        return factory(muon_groups(module, split))
-    if not split:
-        return factory([p for p in module.parameters() if p.requires_grad])
-    decay, no_decay = split_for_weight_decay(module)
-    # the split shows once in the log, as the named param groups of the "optimizer:" line
-    return factory(
-        [
+        groups = muon_groups(module, split)
+    elif not split:
+        groups = [p for p in module.parameters() if p.requires_grad]
+    else:
+        decay, no_decay = split_for_weight_decay(module)
+        # the split shows once in the log, as the named param groups of the "optimizer:" line
+        groups = [
             {"params": decay, "name": "decay"},
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
         ]
-    )
+    # μP at a width other than its base: each group split by role, lr and decay multiplied
+    groups = split_by_role(groups, module, traits, settings_of(factory))
+    return apply_multipliers(factory(groups))
 
 
 _LOGGED: set[tuple[str, ...]] = set()

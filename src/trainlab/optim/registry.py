@@ -82,3 +82,13 @@ def traits_of(factory) -> Traits:
     built = built_by(factory)
     built = getattr(built, "builds", built)  # a builder function names the class it returns
     return traits_of_target(f"{built.__module__}.{built.__qualname__}")
+
+
+def settings_of(factory) -> dict:
+    """The optimizer's own arguments as configured (betas, momentum, adjust_lr_fn, warmup, ...),
+    without `lr` and `weight_decay`, which the param groups show as they were built."""
+    keywords: dict = {}
+    while isinstance(factory, functools.partial):
+        keywords = {**factory.keywords, **keywords}
+        factory = factory.func
+    return {k: v for k, v in keywords.items() if k not in ("lr", "weight_decay")}

@@ -45,9 +45,14 @@ class SchedulerSpec:
         `total_intervals` is the run's length in this scheduler's unit; it is passed as
         `length_arg` (e.g. OneCycleLR's `total_steps`, CosineAnnealingLR's `T_max`).
         """
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self.length_arg is not None:
             kwargs[self.length_arg] = max(1, total_intervals // self.frequency)
+        peak = getattr(self.factory, "keywords", {}).get("max_lr")
+        multipliers = [g.get("lr_multiplier", 1.0) for g in optimizer.param_groups]
+        if isinstance(peak, int | float) and any(x != 1.0 for x in multipliers):
+            # one max_lr would set every group to it: each group peaks at its μP share
+            kwargs["max_lr"] = [peak * x for x in multipliers]
         config = {
             "scheduler": self.factory(optimizer, **kwargs),
             "interval": self.interval,
