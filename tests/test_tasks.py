@@ -50,6 +50,15 @@ def test_each_data_set_sizes_the_model_and_picks_its_task(data, compose_in):
         assert (cfg.model.net.vocab_size, cfg.model.net.block_size) == (outputs, shape[0])
 
 
+@pytest.mark.parametrize("experiment", [None, "gpt_small"])
+def test_model_gpt_reads_the_text_data_unless_a_data_is_given(experiment, compose_in):
+    """A language model picks its data (and so its task): `model=gpt` alone trains."""
+    given = [f"experiment={experiment}"] if experiment else ["model=gpt"]
+    cfg = compose_in(*given)
+    assert cfg.hydra.runtime.choices.data == "text" and cfg.task.kind == "language_model"
+    assert compose_in("model=gpt", "data=digits").hydra.runtime.choices.data == "digits"
+
+
 def test_the_data_spec_follows_the_data_config(compose_in):
     cfg = compose_in("data=text", "model=gpt", "data.block_size=64")
     assert cfg.model.net.block_size == 64
