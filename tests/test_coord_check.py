@@ -48,6 +48,7 @@ def test_the_mlp_ladder_is_flat_under_mup_and_grows_under_sp(tmp_path):
     assert "width 128 / width 32" in result.stdout
 
 
+@pytest.mark.slow  # about 25 s: the default suite stays near 10 minutes
 def test_the_gpt_ladder_records_every_weight_layer(tmp_path):
     out = tmp_path / "coord.png"
     result = coord_check(
