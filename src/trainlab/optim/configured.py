@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from trainlab.optim.groups import build_optimizer
 from trainlab.optim.registry import settings_of
+from trainlab.optim.roles import remember_layout
 from trainlab.optim.schedule_free import is_schedule_free
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,11 @@ class ConfiguredOptimizers:
     rewrites the lr: OneCycleLR does at once) in `optimizer_built`, and sizes the schedule
     from Lightning's own count of optimizer steps (or epochs).
     """
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # before a strategy wraps the module: FSDP would leave only flat shards to look at
+        remember_layout(self)
 
     def configure_optimizers(self):
         factory = self.optimizer_factory

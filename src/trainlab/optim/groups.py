@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 from trainlab.checks import ConfigError, check_weight_decay_groups
 from trainlab.optim.mup import apply_multipliers, split_by_role
 from trainlab.optim.registry import built_by, settings_of, traits_of
-from trainlab.optim.roles import roles_by_tensor
+from trainlab.optim.roles import by_tensor, roles_by_tensor
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,12 @@ def split_for_weight_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[
         if isinstance(m, NO_DECAY_MODULES)
         for p in m.parameters(recurse=False)
     }
+    built = by_tensor(module)  # the shapes as built: under FSDP each tensor is a 1-D shard
     decay, no_decay = [], []
     for p in module.parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or id(p) in excluded else decay).append(p)
+        (no_decay if built[id(p)][1] < 2 or id(p) in excluded else decay).append(p)
     return decay, no_decay
 
 
@@ -106,7 +107,8 @@ def muon_groups(module: nn.Module, split: bool) -> list[dict[str, Any]]:
     matrix is refused: Muon would train nothing."""
     roles = roles_by_tensor(module)
     params = [p for p in module.parameters() if p.requires_grad]
-    hidden = [p for p in params if roles[id(p)] == "hidden" and p.ndim == 2]
+    ndims = {key: ndim for key, (_role, ndim) in by_tensor(module).items()}
+    hidden = [p for p in params if roles[id(p)] == "hidden" and ndims[id(p)] == 2]
     if not hidden:
         net = getattr(module, "net", module)
         shown = ", ".join(f"{n} ({roles[id(p)]})" for n, p in net.named_parameters() if p.ndim >= 2)

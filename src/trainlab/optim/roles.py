@@ -80,13 +80,58 @@ def _checked(
     return {n: roles[n] for n in names}
 
 
+# what FSDP (its flat-parameter wrapper), activation checkpointing and torch.compile insert
+# into parameter names; the names without them are the network's own
+WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+LAYOUT = "_parameter_layout"
+
+
+def unwrapped_name(name: str) -> str:
+    for segment in WRAPPER_SEGMENTS:
+        name = name.replace(segment, "")
+    return name
+
+
+def remember_layout(module: nn.Module) -> None:
+    """Record each parameter's role and dimensions while the module is as built (called from
+    `setup`, before a strategy wraps it): FSDP hands each rank flat 1-D shards, from which
+    neither a matrix nor the layer it belongs to can be told."""
+    if not any(name != unwrapped_name(name) for name, _ in module.named_parameters()):
+        setattr(module, LAYOUT, _layout(module))
+
+
+def parameter_layout(module: nn.Module) -> dict[str, tuple[str, int]]:
+    """{unwrapped name: (role, ndim as built)} for every trainable parameter of a
+    LightningModule (its `net`, when it has one) or a network: the one `remember_layout`
+    recorded, else read now."""
+    return getattr(module, LAYOUT, None) or _layout(module)
+
+
+def _layout(module: nn.Module) -> dict[str, tuple[str, int]]:
+    net = getattr(module, "net", None)
+    prefix = "net." if isinstance(net, nn.Module) else ""
+    by_name = parameter_roles(net if prefix else module)
+    layout = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            name = unwrapped_name(name)
+            own = by_name.get(name.removeprefix(prefix)) if name.startswith(prefix) else None
+            # a parameter of the module outside its `net` is classified by its shape alone
+            layout[name] = (own or ("vector" if p.ndim < 2 else "input"), p.ndim)
+    return layout
+
+
+def by_tensor(module: nn.Module) -> dict[int, tuple[str, int]]:
+    """{id(parameter): (role, ndim as built)} for the module's parameters as they are now."""
+    layout = parameter_layout(module)
+    return {
+        id(p): layout[unwrapped_name(name)]
+        for name, p in module.named_parameters()
+        if p.requires_grad
+    }
+
+
 def roles_by_tensor(module: nn.Module) -> dict[int, str]:
-    """{id(parameter): role} for a LightningModule (its `net`, when it has one) or a network;
-    a parameter of the module outside its `net` is classified by its shape alone."""
-    net = getattr(module, "net", module)
-    by_name = parameter_roles(net)
-    roles = {id(p): by_name[n] for n, p in net.named_parameters() if p.requires_grad}
-    for p in module.parameters():
-        if p.requires_grad and id(p) not in roles:
-            roles[id(p)] = "vector" if p.ndim < 2 else "input"
-    return roles
+    """{id(parameter): role} for a LightningModule (its `net`, when it has one) or a network,
+    wrapped by FSDP or not."""
+    return {key: role for key, (role, _ndim) in by_tensor(module).items()}
