@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python scripts/mup_transfer.py                 # both cases (README table)
     python scripts/mup_transfer.py --case mlp --seeds 1              # the quick one
     python scripts/mup_transfer.py --markdown --json mup.json --plot docs/mup_transfer.png
+    python scripts/mup_transfer.py --case gpt --set model.net.output_multiplier=8   # any override
 
 For each case a width ladder spanning 8x, an lr grid 2x apart, and parametrization=sp and
 parametrization=mup (base_width = the narrowest width, so the two are the same model there):
@@ -29,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,16 +73,21 @@ CASES = {
 COMMON = ["optimized_metric=val/loss_best", "test=false", "logger=none", "callbacks=none"]
 
 
-def one_run(case: str, name: str, width: int, lr: float, seed: int, workdir: Path) -> float:
-    """val/loss_best of one run; inf for a run that diverged or failed."""
+def one_run(
+    case: str, name: str, width: int, lr: float, seed: int, workdir: Path, extra: tuple = ()
+) -> float:
+    """val/loss_best of one run; inf for a run that diverged or failed. `extra`: overrides
+    given with --set, which also name the runs' folder (so --workdir reuses only their own)."""
     spec = CASES[case]
-    run_dir = workdir / case / name / f"w{width}_lr{lr:g}_s{seed}"
+    named = "+".join(extra).replace("=", "-")
+    grid = case if not extra else f"{case}+" + re.sub(r"[^A-Za-z0-9.+_-]", "_", named)
+    run_dir = workdir / grid / name / f"w{width}_lr{lr:g}_s{seed}"
     mup = [f"parametrization={name}"]
     if name == "mup":  # the narrowest width is the base: there μP is the standard model
         mup.append(f"base_width={spec['widths'][0]}")
     cmd = [
         sys.executable, "train.py", *spec["overrides"], *spec["width"](width), *mup, *COMMON,
-        f"lr={lr}", f"seed={seed}", f"hydra.run.dir={run_dir}",
+        *extra, f"lr={lr}", f"seed={seed}", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     record = run_dir / "metrics.json"
     if not finished(record):  # a run of an earlier call with this --workdir is kept
@@ -140,10 +147,13 @@ def summarize(case: str, losses: dict) -> dict:
     return summary
 
 
-def report(case: str, losses: dict, summary: dict, markdown: bool) -> None:
+def report(case: str, losses: dict, summary: dict, markdown: bool, extra: tuple = ()) -> None:
     spec = CASES[case]
     widths = spec["widths"]
-    print(f"\n## {case}: widths {widths}, lr grid {spec['lrs'][0]:g}..{spec['lrs'][-1]:g} (2x)")
+    given = f", {' '.join(extra)}" if extra else ""
+    print(
+        f"\n## {case}: widths {widths}, lr grid {spec['lrs'][0]:g}..{spec['lrs'][-1]:g} (2x){given}"
+    )
     if markdown:
         print("\n| parametrization | " + " | ".join(f"best lr @ {w}" for w in widths)
               + " | best-lr shift | loss @ widest: best / carried-over lr |")  # fmt: skip
@@ -211,6 +221,10 @@ def main() -> int:
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
     parser.add_argument("--seeds", type=int, help="seeds per point (default: the case's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="OVERRIDE",
+        help="a train.py override for every run, e.g. model.net.output_multiplier=8",
+    )  # fmt: skip
     parser.add_argument("--markdown", action="store_true", help="README tables")
     parser.add_argument("--json", type=Path, help="write every loss and the summaries here")
     parser.add_argument("--plot", type=Path, help="PNG: loss against lr per width, SP | μP")
@@ -227,14 +241,16 @@ def main() -> int:
         points = [(n, w, lr, s) for n in PARAMETRIZATIONS for w in spec["widths"]
                   for lr in spec["lrs"] for s in seeds]  # fmt: skip
         with ThreadPoolExecutor(args.jobs) as pool:
-            scores = list(pool.map(lambda p, c=case: one_run(c, *p, workdir), points))
+            scores = list(
+                pool.map(lambda p, c=case: one_run(c, *p, workdir, tuple(args.set)), points)
+            )
         losses: dict = {n: {w: {} for w in spec["widths"]} for n in PARAMETRIZATIONS}
         for (n, w, lr, _s), score in zip(points, scores, strict=True):
             losses[n][w].setdefault(lr, []).append(score)
         losses = {n: {w: {lr: sum(v) / len(v) for lr, v in row.items()} for w, row in ws.items()}
                   for n, ws in losses.items()}  # fmt: skip
         summary = summarize(case, losses)
-        report(case, losses, summary, args.markdown)
+        report(case, losses, summary, args.markdown, tuple(args.set))
         results[case] = (losses, summary)
         raw[case] = {"losses": losses, "summary": summary, "seeds": len(seeds)}
     if args.plot:

@@ -115,6 +115,28 @@ def test_init_and_forward_multipliers_at_each_width(m):
     assert float(g.wte.weight.detach().std()) == pytest.approx(0.02, rel=0.1)
 
 
+@pytest.mark.parametrize("parametrization, m", [("sp", 1), ("mup", 1), ("mup", 4)])
+def test_the_gpt_output_multiplier_scales_the_logits_and_mup_divides_it_by_m(parametrization, m):
+    def built(alpha: float) -> GPT:
+        torch.manual_seed(0)
+        return GPT(
+            vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16 * m,
+            parametrization=parametrization, base_width=16, output_multiplier=alpha,
+        )  # fmt: skip
+
+    idx = torch.randint(0, 64, (2, 8))
+    plain, scaled = built(1.0), built(8.0)
+    assert scaled.output_multiplier == pytest.approx(8.0 / m)
+    # the head is linear without bias: logits scale with α, nothing else changes
+    assert torch.allclose(scaled(idx), 8.0 * plain(idx), atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0, -1.0, float("inf"), float("nan"), True, "big"])
+def test_a_gpt_output_multiplier_that_is_not_a_positive_number_is_refused(alpha):
+    with pytest.raises(ValueError, match=r"output_multiplier=.* is not a positive number"):
+        GPT(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16, output_multiplier=alpha)
+
+
 def test_sp_is_unchanged_bit_for_bit_and_mup_at_its_base_width_is_sp():
     torch.manual_seed(0)
     plain = GPT(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=64)

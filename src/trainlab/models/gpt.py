@@ -98,7 +98,12 @@ class GPT(nn.Module):
     `parametrization="mup"` (trainlab.models.width), with m = n_embd / base_width: the hidden
     matrices' init std is divided by sqrt(m) (variance ~ 1/fan_in), the logits' input is
     multiplied by 1/m (the head shares the embedding's weight, which keeps its scale), and
-    attention scores are scaled by sqrt(base head size) / head size, 1/d_head in width."""
+    attention scores are scaled by sqrt(base head size) / head size, 1/d_head in width.
+
+    `output_multiplier` (α, Tensor Programs V's output multiplier) scales the logits:
+    logits = α W h (α / m under μP). The tied head starts at the embedding's small 0.02 scale,
+    so on a short budget α > 1 learns faster; tuned with lr at the base width, it carries over
+    under μP like the lr (README, "Tune small, train large")."""
 
     def __init__(
         self,
@@ -111,14 +116,21 @@ class GPT(nn.Module):
         activation_checkpointing: bool = False,
         parametrization: str = "sp",
         base_width: int | None = None,
+        output_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
+        number = isinstance(output_multiplier, int | float) and not isinstance(output_multiplier, bool)
+        if not (number and 0 < output_multiplier < math.inf):
+            raise ValueError(
+                f"output_multiplier={output_multiplier!r} is not a positive number: it scales "
+                "the logits (1.0: none; tune it with lr at the base width, e.g. 1, 2, 4, 8)"
+            )
         self.parametrization = Parametrization(parametrization, n_embd, base_width)
         m = self.parametrization.multiplier
         head_size = n_embd // n_head if n_embd % n_head == 0 else 1
         # μP's 1/d_head, equal to the usual 1/sqrt(d_head) at the base width
         attention_scale = None if m == 1.0 else 1.0 / math.sqrt(head_size * m)
-        self.output_multiplier = 1.0 / m
+        self.output_multiplier = output_multiplier / m  # the logits' input scale, α / m
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.n_layer = n_layer
