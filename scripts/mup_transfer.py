@@ -183,7 +183,7 @@ def report(case: str, losses: dict, summary: dict, markdown: bool, extra: tuple 
             print(f"  {name:>4} {w:>4}: {row}")
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, extra: tuple = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,6 +210,8 @@ def plot(results: dict, path: Path) -> None:
             ax.set_title(f"{case}, {name}: best lr moves {shift:.2f}x", fontsize=10)
             ax.grid(True, alpha=0.3)
         axes[row][1].legend(fontsize=7)
+    if extra:
+        fig.suptitle(" ".join(extra), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -254,7 +256,7 @@ def main() -> int:
         results[case] = (losses, summary)
         raw[case] = {"losses": losses, "summary": summary, "seeds": len(seeds)}
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, tuple(args.set))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1, default=str))
     return 0

@@ -119,7 +119,9 @@ class GPT(nn.Module):
         output_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
-        number = isinstance(output_multiplier, int | float) and not isinstance(output_multiplier, bool)
+        number = isinstance(output_multiplier, int | float) and not isinstance(
+            output_multiplier, bool
+        )
         if not (number and 0 < output_multiplier < math.inf):
             raise ValueError(
                 f"output_multiplier={output_multiplier!r} is not a positive number: it scales "
