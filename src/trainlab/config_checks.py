@@ -31,6 +31,7 @@ from trainlab.checks import (
 from trainlab.derived_keys import check_derived_keys
 from trainlab.faults import describe
 from trainlab.models.width import check_width_knobs
+from trainlab.noise_knobs import check_noise_scale_knob
 from trainlab.objective import check_monitors, objective_direction
 from trainlab.optim.combinations import check_optimizer_combinations
 from trainlab.plan import check_lr_scaling
@@ -96,6 +97,7 @@ def check_config(
     check_lr_scaling(cfg.lr_scaling, cfg.lr_scaling_exponent)
     check_weight_decay_groups(cfg.weight_decay_groups)
     check_width_knobs(cfg)
+    check_noise_scale_knob(cfg)
     check_optional(check_whole_number, "threads", cfg.threads, 1, "1", 1024)
     check_objective(cfg)
     check_derived_keys(cfg, task_overrides, groups)

@@ -42,6 +42,7 @@ from trainlab.callbacks import (
     ValidateFinalWeights,
 )
 from trainlab.callbacks.ema import evaluated_weights
+from trainlab.callbacks.noise_scale import noise_scale_estimator, noise_scale_of
 from trainlab.checkpoints import (
     RngState,
     best_checkpoint_in,
@@ -133,6 +134,7 @@ def fit_and_test(
             module.optimizer_factory, module.scheduler_spec = optimizer_and_scheduler(cfg, tuned.lr)
     if plan.tuned:
         L.seed_everything(cfg.seed, workers=True)  # the same data order as without tuning
+    estimator = noise_scale_estimator(plan) if cfg.get("noise_scale") else None  # or refused
     log.info("plan: %s", plan.as_dict())
     announce(plan.as_dict())
 
@@ -141,6 +143,8 @@ def fit_and_test(
     trainer.callbacks.extend(
         [DivergenceGuard(), RngState(), stop, timer, ValidateFinalWeights(cfg.optimized_metric)]
     )
+    if estimator is not None:
+        trainer.callbacks.append(estimator)
     reporter = pruning.callback() if pruning is not None else None
     if reporter is not None:
         trainer.callbacks.append(reporter)
@@ -190,6 +194,7 @@ def fit_and_test(
         "test_s": round(tested - fitted, 3) if cfg.test else None,
         "throughput": throughput_of(trainer),
         "evaluated_weights": evaluated_weights(trainer),
+        "noise_scale": noise_scale_of(trainer),
         "torch_threads": torch.get_num_threads(),  # a sweep's parallel jobs share the cores
         "plan": plan.as_dict(),
     }

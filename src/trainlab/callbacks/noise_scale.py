@@ -1,0 +1,263 @@
+"""The gradient noise scale B_simple = tr(Σ) / |G|², estimated as the run trains (McCandlish
+et al., "An Empirical Model of Large-Batch Training", 2018, appendix A.1).
+
+A gradient over a batch of B samples has E|G_B|² = |G|² + tr(Σ) / B, so the squared norms of
+gradients over two batch sizes b < B give unbiased estimates of both terms:
+
+    |G|²  = (B |G_B|² - b |G_b|²) / (B - b)
+    tr(Σ) = (|G_b|² - |G_B|²) / (1/b - 1/B)
+
+A run already has two batch sizes whenever an optimizer step is made of several micro-batch
+gradients: the micro batch on one device (b = micro_batch_size) and the optimizer batch
+(B = batch_size = b x accumulation x world size), whose gradient is the mean of theirs. A hook
+on each parameter reads each micro batch's own gradient as autograd computes it (before it is
+added to `.grad`, and under DDP before the all-reduce), so nothing is copied; the optimizer
+batch's gradient is `.grad` at `on_before_optimizer_step` (unscaled, before clipping). Each
+estimate is noisy, often negative; their exponential moving averages (bias-corrected) are not,
+and B_simple is the ratio of the two averages, as in the paper.
+
+Reading it (README, "Batch size by compute"): B_simple approximates the critical batch size,
+beyond which doubling the batch buys almost no fewer optimizer steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
+
+from trainlab.noise_knobs import check_two_batch_sizes
+
+log = logging.getLogger(__name__)
+
+DECAY = 0.99  # of the moving averages: about the last 100 optimizer steps
+LARGE = 2**20  # entries: a gradient this large is normed in its hook, not held
+TRAJECTORY_POINTS = 200  # at most this many (step, B_simple) pairs are kept for metrics.json
+
+
+def two_batch_estimates(
+    small_sq: float, small: float, big_sq: float, big: float
+) -> tuple[float, float]:
+    """(|G|², tr(Σ)): unbiased from the mean squared gradient norm over batches of `small`
+    samples and the squared norm of one gradient over `big` samples (small < big)."""
+    if not 0 < small < big:
+        raise ValueError(f"need two batch sizes 0 < small < big, got {small} and {big}")
+    grad_sq = (big * big_sq - small * small_sq) / (big - small)
+    trace = (small_sq - big_sq) / (1 / small - 1 / big)
+    return grad_sq, trace
+
+
+class MovingAverages:
+    """Bias-corrected exponential moving averages of |G|² and tr(Σ), kept as tensors so that
+    an update needs no host sync; `state_dict` makes them resumable."""
+
+    def __init__(self, decay: float = DECAY) -> None:
+        self.decay = decay
+        self.grad_sq = torch.zeros((), dtype=torch.float64)
+        self.trace = torch.zeros((), dtype=torch.float64)
+        self.updates = 0
+
+    def update(self, grad_sq: torch.Tensor, trace: torch.Tensor) -> None:
+        """One step's estimates; a non-finite pair (an overflowed 16-mixed step, which the
+        scaler skips too) leaves the averages as they were, without a host sync."""
+        grad_sq, trace = torch.as_tensor(grad_sq), torch.as_tensor(trace)
+        old_grad_sq, old_trace = self.grad_sq.to(grad_sq.device), self.trace.to(trace.device)
+        finite = torch.isfinite(grad_sq) & torch.isfinite(trace)
+        new_grad_sq = self.decay * old_grad_sq + (1 - self.decay) * grad_sq
+        new_trace = self.decay * old_trace + (1 - self.decay) * trace
+        self.grad_sq = torch.where(finite, new_grad_sq, old_grad_sq)
+        self.trace = torch.where(finite, new_trace, old_trace)
+        self.updates += 1
+
+    def values(self) -> tuple[float, float] | None:
+        """(|G|², tr(Σ)) averaged so far, or None before the first update."""
+        if not self.updates:
+            return None
+        correction = 1 - self.decay**self.updates
+        return float(self.grad_sq) / correction, float(self.trace) / correction
+
+    def noise_scale(self) -> float | None:
+        """B_simple, or None while the averages are not both positive (the first steps)."""
+        values = self.values()
+        if values is None or values[0] <= 0 or values[1] <= 0:
+            return None
+        return values[1] / values[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "decay": self.decay,
+            "grad_sq": float(self.grad_sq),
+            "trace": float(self.trace),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay = state["decay"]
+        self.grad_sq = torch.tensor(state["grad_sq"], dtype=torch.float64)
+        self.trace = torch.tensor(state["trace"], dtype=torch.float64)
+        self.updates = state["updates"]
+
+
+class GradientNoiseScale(Callback):
+    """`noise_scale=true`: estimates B_simple from every optimizer step's micro-batch and
+    optimizer-batch gradients; logs `train/noise_scale` every `log_every_n_steps`; saves its
+    averages in the checkpoint; `summary()` is what metrics.json records."""
+
+    def __init__(self, micro_batch_size: int, batch_size: int, decay: float = DECAY) -> None:
+        self.small, self.big = micro_batch_size, batch_size
+        self.averages = MovingAverages(decay)
+        self.trajectory: list[tuple[int, float]] = []
+        self._handles: list[Any] = []
+        self._micro_grads: list[torch.Tensor] = []  # this micro batch's small gradients
+        self._micro_norms: list[torch.Tensor] = []  # ... and the norms of its large ones
+        self._micro_sums: list[torch.Tensor] = []  # one per micro batch of this step
+        self._every = 1
+        self._last_logged: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "GradientNoiseScale"
+
+    # --- hooks --------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._every = max(1, trainer.log_every_n_steps)
+        for p in pl_module.parameters():
+            if p.requires_grad:
+                self._handles.append(p.register_hook(self._read_micro_gradient))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_logged != trainer.global_step:  # the final value, logged and kept
+            self._log(trainer, trainer.global_step)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove_hooks()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error) -> None:
+        self._remove_hooks()
+
+    def _read_micro_gradient(self, grad: torch.Tensor) -> None:
+        # a large gradient's norm is taken now, so that autograd frees it as usual; small ones
+        # are held until the backward ends and normed in one fused call (less Python per step)
+        if grad.numel() >= LARGE:
+            self._micro_norms.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float32))
+        else:
+            self._micro_grads.append(grad)
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        norms = self._micro_norms
+        if self._micro_grads:
+            small = [g.detach() for g in self._micro_grads]
+            norms = norms + list(torch._foreach_norm(small, 2, dtype=torch.float32))
+        if norms:
+            self._micro_sums.append(torch.stack(norms).square().sum())
+        self._micro_grads, self._micro_norms = [], []
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
+        sums, self._micro_sums = self._micro_sums, []
+        accumulation = trainer.accumulate_grad_batches
+        if len(sums) != accumulation:  # an epoch's short last step: other batch sizes
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        # Lightning divides each micro batch's loss by the accumulation: undo it (squared)
+        small_sq = torch.stack(sums).sum().double() * accumulation**2
+        scale = loss_scale(trainer)
+        if scale != 1.0:  # 16-mixed: the hooks saw the scaled gradients, .grad is unscaled
+            small_sq = small_sq / scale**2
+        world = trainer.world_size
+        if world > 1 and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(small_sq)  # the sum over ranks' micro batches
+        small_sq = small_sq / (accumulation * world)  # the mean |G_b|²
+        big_sq = squared_norm(grads).double()
+        grad_sq, trace = two_batch_estimates(small_sq, self.small, big_sq, self.big)
+        self.averages.update(grad_sq, trace)
+        step = trainer.global_step + 1  # this step, once taken
+        if step % self._every == 0:
+            self._log(trainer, step)
+
+    def _log(self, trainer: L.Trainer, step: int) -> None:
+        value = self.averages.noise_scale()
+        if value is None:
+            return
+        self._last_logged = step
+        self.trajectory.append((step, value))
+        if len(self.trajectory) > TRAJECTORY_POINTS:  # keep every other point, evenly spread
+            self.trajectory = self.trajectory[::2]
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/noise_scale": value}, step=step)
+        trainer.callback_metrics["train/noise_scale"] = torch.tensor(value)
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    # --- checkpoint and record ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "averages": self.averages.state_dict(),
+            "trajectory": [list(point) for point in self.trajectory],
+            "batch_sizes": [self.small, self.big],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("batch_sizes") != [self.small, self.big]:
+            log.warning(
+                "noise scale: the checkpoint's averages were taken at batch sizes %s, this run's "
+                "are %s: they start again",
+                state.get("batch_sizes"),
+                [self.small, self.big],
+            )
+            return
+        self.averages.load_state_dict(state["averages"])
+        self.trajectory = [(int(s), float(v)) for s, v in state["trajectory"]]
+
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json records as trained.noise_scale."""
+        values = self.averages.values()
+        final = self.averages.noise_scale()
+        return {
+            "noise_scale": final,
+            "grad_sq_norm": values[0] if values else None,
+            "trace_covariance": values[1] if values else None,
+            "micro_batch_size": self.small,
+            "batch_size": self.big,
+            "steps_averaged": self.averages.updates,
+            "decay": self.averages.decay,
+            "trajectory": [[s, round(v, 6)] for s, v in self.trajectory],
+        }
+
+
+def squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of squares of all the tensors' entries, in float32, in a few fused kernels."""
+    norms = torch._foreach_norm([t.detach() for t in tensors], 2, dtype=torch.float32)
+    return torch.stack(norms).square().sum()
+
+
+def loss_scale(trainer: L.Trainer) -> float:
+    """The GradScaler's current scale under 16-mixed, else 1."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    if scaler is None or not scaler.is_enabled():
+        return 1.0
+    scale = float(scaler.get_scale())
+    return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
+def noise_scale_estimator(plan: Any) -> GradientNoiseScale:
+    """The estimator for a run's plan, refused when the plan has only one batch size."""
+    check_two_batch_sizes(plan)
+    return GradientNoiseScale(plan.micro_batch_size, plan.batch_size)
+
+
+def noise_scale_of(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The estimator's summary, if the run had one."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, GradientNoiseScale):
+            return callback.summary()
+    return None
