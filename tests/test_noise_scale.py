@@ -173,3 +173,33 @@ def test_accumulation_on_one_device_and_two_ddp_ranks_estimate_alike(tmp_path):
     assert found["ddp"]["steps_averaged"] == found["one"]["steps_averaged"]
     ratio = found["ddp"]["noise_scale"] / found["one"]["noise_scale"]
     assert 0.67 < ratio < 1.5, found
+
+
+def test_tune_noise_scale_records_the_critical_batch_in_the_plan_and_trains_as_planned(tmp_path):
+    run = tmp_path / "run"
+    done = run_cli(*QUICK, "tune=noise_scale", "tune.noise_scale.steps=20", "batch_size=128",
+                   f"hydra.run.dir={run}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((run / "metrics.json").read_text())
+    plan = record["plan"]
+    measured = plan["tuned"]["noise_scale"]
+    assert plan["critical_batch_size"] == round(measured["noise_scale"]) > 0
+    # one micro batch per step in the run: the measurement split it into quarters
+    assert plan["micro_batch_size"] == 128 and measured["micro_batch_size"] == 32
+    assert measured["steps"] == 20 and 0 < measured["steps_averaged"] <= 20
+    assert "critical batch" in measured["reading"]
+    assert record["trained"]["noise_scale"] is None  # the run itself did not estimate
+    assert "tune=noise_scale: B_simple" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["tune=noise_scale", "tune.noise_scale.steps=1"], "tune.noise_scale.steps=1"),
+        (["tune=noise_scale", "cv.folds=3"], "would tune each fold"),
+    ],
+)
+def test_tune_noise_scale_refusals(tmp_path, overrides, message):
+    done = run_cli(*QUICK, *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr

@@ -112,7 +112,8 @@ def check_config(
     check_start(cfg)
     check_evaluation_only(cfg, task_overrides)
     check_trainer_limits(cfg)
-    if cfg.cv.folds and cfg.get("tune") and (cfg.tune.get("lr") or cfg.tune.get("batch_size")):
+    tunes = cfg.get("tune") and any(cfg.tune.get(k) for k in ("lr", "batch_size", "noise_scale"))
+    if cfg.cv.folds and tunes:
         raise ConfigError(
             f"tune= with cv.folds={cfg.cv.folds} would tune each fold on its own data and train "
             "the folds at different lrs or micro batches, so cv/mean would mix them. Tune once "

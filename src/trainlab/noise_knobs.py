@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from trainlab.checks import ConfigError, check_choice
+from trainlab.checks import ConfigError, check_choice, check_whole_number
 from trainlab.optim.combinations import uses_fsdp
 from trainlab.plan import largest_divisor_at_most
 
@@ -24,6 +24,9 @@ def check_noise_scale_knob(cfg: DictConfig) -> None:
             "give each rank a shard of it, so the norms would be of the shards. Estimate it "
             "with trainer=ddp (or one device), or set noise_scale=false."
         )
+    settings = cfg.tune.get("noise_scale") if isinstance(cfg.get("tune"), DictConfig) else None
+    if settings is not None:
+        check_whole_number("tune.noise_scale.steps", settings.get("steps"), 2, "100")
 
 
 def check_two_batch_sizes(plan: Any) -> None:

@@ -43,6 +43,7 @@ class Plan:
     parametrization: str = "sp"  # sp | mup (trainlab.models.width)
     base_width: int | None = None  # under mup: the width at which lr and init are right
     width_multiplier: float = 1.0  # width / base_width under mup: μP's m
+    critical_batch_size: int | None = None  # tune=noise_scale: B_simple at the start
     tuned: dict[str, Any] = field(default_factory=dict)  # what tune= measured and chose
 
     def as_dict(self) -> dict[str, Any]:

@@ -70,6 +70,7 @@ from trainlab.rundir import read_record
 from trainlab.scale import compiled
 from trainlab.starting import checkpoint_must_fit, starting_checkpoint, trained_to_the_end
 from trainlab.tune import tune_batch_size, tune_lr
+from trainlab.tune_noise_scale import tune_noise_scale
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def fit_and_test(
         if tuned.lr is not None:
             plan.tuned["lr_suggested"] = plan.lr_effective = tuned.lr
             module.optimizer_factory, module.scheduler_spec = optimizer_and_scheduler(cfg, tuned.lr)
+    if tuning and cfg.tune.get("noise_scale"):
+        plan = tune_noise_scale(trainer, module, datamodule, plan, cfg.tune.noise_scale)
     if plan.tuned:
         L.seed_everything(cfg.seed, workers=True)  # the same data order as without tuning
     estimator = noise_scale_estimator(plan) if cfg.get("noise_scale") else None  # or refused
