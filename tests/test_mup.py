@@ -221,3 +221,27 @@ def test_a_resumed_mup_run_ends_where_an_unbroken_one_does(tmp_path):
     assert [g["lr"] for g in a["optimizer_states"][0]["param_groups"]] == [
         g["lr"] for g in b["optimizer_states"][0]["param_groups"]
     ]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimizer=lamb"], "optimizer=lamb sizes each step by the weight's own norm"),
+        (["optimizer=lars"], "optimizer=lars sizes each step"),
+        (["optimizer=adafactor"], "optimizer=adafactor sizes each step"),
+        (["model.net.hidden_sizes=[512,128]"], "hidden_sizes=[512, 128] are of different"),
+    ],
+)
+def test_mup_refuses_relative_step_optimizers_and_uneven_hidden_layers(
+    tmp_path, overrides, message
+):
+    done = run_cli("model=mlp", "parametrization=mup", *overrides, f"hydra.run.dir={tmp_path}/r")
+    assert done.returncode == 2, done.stderr[-1500:]
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_gpt_that_cannot_be_built_is_refused_with_exit_code_2(tmp_path):
+    for i, bad in enumerate(("model.net.output_multiplier=-1", "model.net.n_embd=66")):
+        done = run_cli("model=gpt", bad, f"hydra.run.dir={tmp_path}/r{i}")
+        assert done.returncode == 2, done.stderr[-1500:]
+        assert bad.split("=")[0] in done.stderr and "Traceback" not in done.stderr

@@ -39,7 +39,11 @@ class CausalSelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         if n_embd % n_head:
-            raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+            raise ConfigError(
+                f"model.net.n_embd={n_embd} is not divisible by model.net.n_head={n_head}: each "
+                f"head gets n_embd / n_head channels. Give an n_embd that is a multiple of "
+                f"{n_head}, or another n_head."
+            )
         self.n_head = n_head
         self.scale = scale  # of q.k; None: 1/sqrt(head size)
         self.qkv = nn.Linear(n_embd, 3 * n_embd)  # queries, keys, values in one matmul
@@ -123,9 +127,9 @@ class GPT(nn.Module):
             output_multiplier, bool
         )
         if not (number and 0 < output_multiplier < math.inf):
-            raise ValueError(
-                f"output_multiplier={output_multiplier!r} is not a positive number: it scales "
-                "the logits (1.0: none; tune it with lr at the base width, e.g. 1, 2, 4, 8)"
+            raise ConfigError(
+                f"model.net.output_multiplier={output_multiplier!r} is not a positive number: it "
+                "scales the logits (1.0: none; tune it with lr at the base width, e.g. 1, 2, 4, 8)"
             )
         self.parametrization = Parametrization(parametrization, n_embd, base_width)
         m = self.parametrization.multiplier

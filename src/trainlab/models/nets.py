@@ -49,6 +49,13 @@ class MLP(nn.Module):
                 "parametrization=mup needs a hidden layer, whose width it scales; this MLP has "
                 "hidden_sizes=[]: give model.net.hidden_sizes=[256,256], or parametrization=sp."
             )
+        if parametrization == "mup" and len(set(hidden_sizes)) > 1:
+            raise ConfigError(
+                f"parametrization=mup scales the MLP's hidden layers by one width multiplier, "
+                f"but model.net.hidden_sizes={list(hidden_sizes)} are of different widths (the "
+                "later ones would get the first one's multiplier). Give equal sizes, e.g. "
+                f"hidden_sizes=[{hidden_sizes[0]},{hidden_sizes[0]}], or parametrization=sp."
+            )
         first = hidden_sizes[0] if hidden_sizes else in_features
         self.parametrization = Parametrization(parametrization, int(first), base_width)
         m = self.parametrization.multiplier

@@ -10,6 +10,8 @@ train.py runs this before the heavy imports).
 - EMA or a schedule-free optimizer with a weights-only ModelCheckpoint: Lightning calls no
   callback when it saves weights only, so the file would hold the trained, not the evaluated,
   weights;
+- an optimizer whose step is relative to the weight's norm (LAMB, LARS, Adafactor) under
+  parametrization=mup, whose lr rule assumes steps that are not;
 - Muon's AdamW part at another lr (`optimizer.adamw_lr_ratio`) with a schedule or test that
   sets every group to one lr: OneCycleLR's `max_lr` and the LR range test.
 """
@@ -51,6 +53,14 @@ def check_optimizer_combinations(cfg: DictConfig, choices: dict[str, Any]) -> No
             "of every parameter, so it would compute something else without a word. Train it "
             "with trainer=ddp (or one device), or choose an element-wise optimizer under FSDP "
             "(optimizer=adamw, lion, adopt, adamw_schedulefree)."
+        )
+    if traits.relative_step and cfg.get("parametrization") == "mup":
+        raise ConfigError(
+            f"{name} sizes each step by the weight's own norm (a trust ratio or RMS(θ) "
+            "scaling), which already shrinks with width under μP's init, so μP's lr rule would "
+            "count the width twice (measured: activations shrink with width in the coordinate "
+            "check). Use parametrization=sp with it, or an optimizer with a μP rule under mup "
+            "(optimizer=adam, adamw, sgd, lion, soap, muon)."
         )
     if averaging is not None and sharded:
         raise ConfigError(

@@ -10,7 +10,10 @@ behaves where that matters to the template:
     per-tensor trust ratio, a factored or Kronecker preconditioner): FSDP, which hands each
     rank a flat shard, would silently compute something else;
   - `family`: `adam` (per-coordinate normalized steps), `sgd`, `sign` (Lion) or `muon`: how
-    an lr rule such as μP's must treat it.
+    an lr rule such as μP's must treat it;
+  - `relative_step`: its step is sized by each weight's own norm (LAMB's and LARS's trust
+    ratio, Adafactor's RMS(θ) scaling), which already shrinks with width: μP's lr rule for its
+    family would count the width twice, so parametrization=mup refuses it.
 Classes are keyed by their top-level package and class name, so a config's `_target_`
 (`pytorch_optimizer.Lamb`) and the class it builds (`pytorch_optimizer.optimizer.lamb.Lamb`)
 look up the same entry, before anything is imported.
@@ -28,6 +31,7 @@ class Traits:
     decoupled_decay: bool = False
     schedule_free: bool = False
     whole_tensors: bool = False
+    relative_step: bool = False
 
 
 ADAMW = Traits(decoupled_decay=True)
@@ -39,13 +43,15 @@ TRAITS: dict[tuple[str, str], Traits] = {
     ("torch", "RAdam"): Traits(),
     ("torch", "RMSprop"): Traits(),
     ("torch", "Adagrad"): Traits(),
-    ("torch", "Adafactor"): Traits(decoupled_decay=True, whole_tensors=True),
+    ("torch", "Adafactor"): Traits(decoupled_decay=True, whole_tensors=True, relative_step=True),
     ("trainlab", "MuonWithAdamW"): Traits(family="muon", decoupled_decay=True, whole_tensors=True),
     ("trainlab", "adamw_schedulefree"): Traits(decoupled_decay=True, schedule_free=True),
     ("schedulefree", "AdamWScheduleFree"): Traits(decoupled_decay=True, schedule_free=True),
     ("schedulefree", "SGDScheduleFree"): Traits(family="sgd", schedule_free=True),
-    ("pytorch_optimizer", "Lamb"): Traits(decoupled_decay=True, whole_tensors=True),
-    ("pytorch_optimizer", "LARS"): Traits(family="sgd", whole_tensors=True),
+    ("pytorch_optimizer", "Lamb"): Traits(
+        decoupled_decay=True, whole_tensors=True, relative_step=True
+    ),
+    ("pytorch_optimizer", "LARS"): Traits(family="sgd", whole_tensors=True, relative_step=True),
     ("pytorch_optimizer", "Lion"): Traits(family="sign", decoupled_decay=True),
     ("pytorch_optimizer", "SOAP"): Traits(decoupled_decay=True, whole_tensors=True),
     ("pytorch_optimizer", "ADOPT"): Traits(),
