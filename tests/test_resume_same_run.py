@@ -308,3 +308,22 @@ def test_a_run_whose_overrides_hold_an_interpolation_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert record_of(run)["status"] == "completed"
     assert (run / "checkpoints" / "train.ckpt").is_file()
+
+
+def test_a_resume_in_place_keeps_the_earlier_rows_of_csv_metrics(tmp_path):
+    """Lightning's CSV writer deletes an existing metrics.csv when it opens; the template's
+    CSVLogger writes the earlier rows back ahead of the resumed run's."""
+    import csv
+
+    run = tmp_path / "run"
+    first = run_cli("max_epochs=2", "test=false", "logger=csv", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    path = run / "csv" / "metrics.csv"
+    before = list(csv.DictReader(path.open()))
+    more = run_cli("max_epochs=3", f"resume={run}")
+    assert more.returncode == 0, more.stderr[-2000:]
+    after = list(csv.DictReader(path.open()))
+    assert {r["epoch"] for r in after if r["epoch"]} == {"0", "1", "2"}
+    assert len(after) > len(before)
+    columns = before[0].keys()
+    assert [{k: r[k] for k in columns} for r in after[: len(before)]] == before

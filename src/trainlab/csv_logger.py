@@ -9,10 +9,19 @@ written once `flush_every_s` seconds have passed, whenever a checkpoint is saved
 row of the step saved, logged right after: the file holds every row up to the step a resume
 continues from), and when the logger is finalized at the end of fit and test. A kill -9
 loses at most the last `flush_every_s` seconds of rows, which the resumed run logs again.
+
+A resume in place (`resume=<run dir>`) keeps the rows already written: Lightning's writer
+deletes an existing metrics.csv when it opens, so its rows are read first and written back
+ahead of the resumed run's. After a kill -9 the rows flushed between the last checkpoint and
+the kill appear twice (the resumed run logs those steps again); a stop by signal, or a run
+extended with more epochs, has none. (The `step` column is not one clock: the throughput
+monitor numbers its validation rows on its own, so rows cannot be told apart by step.)
 """
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 from typing import Any
 
@@ -27,6 +36,16 @@ class CSVLogger(LightningCSVLogger):
         self._written_at = time.monotonic()
         self._saved_step: int | None = None  # rows up to this step go out as they come
         self._row_step = -1
+        self._kept: list[dict[str, str]] | None = None  # a resumed run's earlier rows
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            kept = earlier_rows(os.path.join(self.log_dir, "metrics.csv"))
+            writer = LightningCSVLogger.experiment.fget(self)  # deletes the file it finds
+            self._kept = kept or None
+            return writer
+        return self._experiment
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -48,6 +67,9 @@ class CSVLogger(LightningCSVLogger):
 
     @rank_zero_only
     def write(self) -> None:
+        if self._kept is not None and self._experiment is not None:
+            self._experiment.metrics = self._kept + self._experiment.metrics
+            self._kept = None
         super().save()
         self._written_at = time.monotonic()
 
@@ -64,3 +86,11 @@ class CSVLogger(LightningCSVLogger):
     def finalize(self, status: str) -> None:
         if self._experiment is not None:
             self.write()
+
+
+def earlier_rows(path: str) -> list[dict[str, str]]:
+    """The rows of an existing metrics.csv, blanks dropped (Lightning writes every column)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as file:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
