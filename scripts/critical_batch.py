@@ -1,0 +1,133 @@
+"""Does the gradient noise scale predict the critical batch? Steps to a target loss, measured.
+
+    OMP_NUM_THREADS=1 python scripts/critical_batch.py --markdown          # digits (README)
+    python scripts/critical_batch.py --seeds 1 --batch-sizes 16,64,256     # a quick look
+
+McCandlish et al. (2018): training to a given loss takes S optimizer steps and E = S x B
+samples, traded off as (S / S_min - 1)(E / E_min - 1) = 1, so S = S_min (1 + B_crit / B) with
+the critical batch B_crit = E_min / S_min; and B_crit is about the noise scale B_simple.
+
+For each batch size B (spanning 32x) and seed: one `python train.py` run (cwd the repository
+root, OMP_NUM_THREADS=1, under a temporary folder or --workdir, whose finished runs are
+reused) that trains until val/loss reaches --target (Lightning's EarlyStopping with
+stopping_threshold, validating ten times an epoch), with lr_scaling=sqrt from lr 1e-3 at
+batch 64 (Adam's rule) and noise_scale=true over micro batches of 8 (4 at B = 8). S is its
+optimizer steps. The fit is least squares of S on 1/B (S = S_min + S_min B_crit / B). B_simple
+is each run's mean over its trajectory (train/noise_scale as it trained), then the median
+over runs. Printed: per B the steps, samples and B_simple; the fitted S_min, E_min, B_crit,
+and B_crit / B_simple.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASE = [
+    "data=digits", "model=mlp", "optimizer=adam", "lr=1e-3", "lr_scaling=sqrt",
+    "base_batch_size=64", "max_epochs=200", "trainer.val_check_interval=0.1",
+    "callbacks=early_stopping", "callbacks.early_stopping.monitor=val/loss",
+    "callbacks.early_stopping.patience=1000000", "noise_scale=true", "logger=none",
+    "test=false", "checkpoint_every_n_steps=0", "checkpoint_every_s=0",
+]  # fmt: skip
+
+
+def one_run(batch: int, seed: int, target: float, workdir: Path) -> dict:
+    """{steps, reached, noise_scale} of one run to the target."""
+    run_dir = workdir / f"b{batch}_t{target:g}_s{seed}"
+    micro = 4 if batch <= 8 else 8
+    cmd = [sys.executable, "train.py", *CASE, f"batch_size={batch}",
+           f"micro_batch_size={micro}", f"+callbacks.early_stopping.stopping_threshold={target}",
+           f"seed={seed}", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    record_path = run_dir / "metrics.json"
+    if not finished(record_path):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if not finished(record_path):
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    record = json.loads(record_path.read_text())
+    trained = record["trained"]
+    trajectory = [value for _step, value in trained["noise_scale"]["trajectory"]]
+    return {
+        "steps": trained["optimizer_steps"],
+        "reached": (record["metrics"].get("val/loss_best") or 1e9) <= target,
+        "noise_scale": statistics.mean(trajectory) if trajectory else None,
+    }
+
+
+def finished(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text())["status"] == "completed"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def fit_critical_batch(batches: list[float], steps: list[float]) -> tuple[float, float]:
+    """(S_min, B_crit) by least squares of S = S_min + S_min B_crit / B."""
+    xs = [1 / b for b in batches]
+    mean_x, mean_y = statistics.mean(xs), statistics.mean(steps)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, steps, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    intercept = mean_y - slope * mean_x
+    if intercept <= 0:
+        raise SystemExit(
+            f"the fit gives S_min = {intercept:.1f} <= 0: the steps do not level off at large "
+            "batches; add larger batch sizes or a lower --target"
+        )
+    return intercept, slope / intercept
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", default="8,16,32,64,128,256")
+    parser.add_argument("--target", type=float, default=0.15, help="val/loss to reach")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workdir", type=Path, help="keep the runs; reuse the finished ones")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="critical_batch_"))
+    points = [(b, s) for b in batches for s in range(1, args.seeds + 1)]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(lambda p: one_run(*p, args.target, workdir), points))
+    missed = [p for p, r in zip(points, runs, strict=True) if not r["reached"]]
+    if missed:
+        raise SystemExit(f"(batch, seed) {missed} did not reach val/loss {args.target}")
+    steps = {b: statistics.mean(r["steps"] for (pb, _), r in zip(points, runs, strict=True)
+                                if pb == b) for b in batches}  # fmt: skip
+    s_min, b_crit = fit_critical_batch(batches, [steps[b] for b in batches])
+    simple = [r["noise_scale"] for r in runs if r["noise_scale"] is not None]
+    b_simple = statistics.median(simple)
+    print(f"\ndigits MLP to val/loss {args.target:g}, {args.seeds} seed(s) per batch size")
+    print("\n| batch | steps S | samples E | S / S_min | fitted S | B_simple (run mean) |")
+    print("|---|---|---|---|---|---|")
+    for b in batches:
+        ns = [r["noise_scale"] for (pb, _), r in zip(points, runs, strict=True) if pb == b]
+        shown = ", ".join(f"{v:.0f}" for v in ns if v is not None)
+        fitted = s_min * (1 + b_crit / b)
+        print(f"| {b} | {steps[b]:.0f} | {steps[b] * b:.0f} | {steps[b] / s_min:.2f} | "
+              f"{fitted:.0f} | {shown} |")  # fmt: skip
+    print(f"\nS_min {s_min:.0f}, E_min {s_min * b_crit:.0f}, empirical B_crit = E_min / S_min "
+          f"{b_crit:.0f}; B_simple (median over runs) {b_simple:.0f}; B_crit / B_simple "
+          f"{b_crit / b_simple:.2f}")  # fmt: skip
+    if args.json:
+        summary = {"s_min": s_min, "b_crit": b_crit, "b_simple": b_simple, "steps": steps,
+                   "runs": [{"batch": b, "seed": s, **r} for (b, s), r in
+                            zip(points, runs, strict=True)]}  # fmt: skip
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
