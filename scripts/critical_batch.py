@@ -1,6 +1,7 @@
 """Does the gradient noise scale predict the critical batch? Steps to a target loss, measured.
 
     OMP_NUM_THREADS=1 python scripts/critical_batch.py --markdown          # digits (README)
+    python scripts/critical_batch.py --case gpt --seeds 1                  # the byte-level GPT
     python scripts/critical_batch.py --seeds 1 --batch-sizes 16,64,256     # a quick look
 
 McCandlish et al. (2018): training to a given loss takes S optimizer steps and E = S x B
@@ -10,8 +11,11 @@ the critical batch B_crit = E_min / S_min; and B_crit is about the noise scale B
 For each batch size B (spanning 32x) and seed: one `python train.py` run (cwd the repository
 root, OMP_NUM_THREADS=1, under a temporary folder or --workdir, whose finished runs are
 reused) that trains until val/loss reaches --target (Lightning's EarlyStopping with
-stopping_threshold, validating ten times an epoch), with lr_scaling=sqrt from lr 1e-3 at
-batch 64 (Adam's rule) and noise_scale=true over micro batches of 8 (4 at B = 8). S is its
+stopping_threshold, validating ten times an epoch), with lr_scaling=sqrt (Adam's rule) and
+noise_scale=true over small micro batches (half the batch at the smallest B):
+  digits  the MLP, Adam, lr 1e-3 at batch 64, micro batches of 8, to val/loss 0.15
+  gpt     experiment=gpt_small made small (2 layers, n_embd 64, blocks of 64 bytes, 600 kB),
+          AdamW at a constant lr 3e-3 at batch 32, no clipping, micro batches of 4, to 2.5 S is its
 optimizer steps. The fit is least squares of S on 1/B (S = S_min + S_min B_crit / B). B_simple
 is each run's mean over its trajectory (train/noise_scale as it trained), then the median
 over runs. Printed: per B the steps, samples and B_simple; the fitted S_min, E_min, B_crit,
@@ -31,20 +35,52 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CASE = [
-    "data=digits", "model=mlp", "optimizer=adam", "lr=1e-3", "lr_scaling=sqrt",
-    "base_batch_size=64", "max_epochs=200", "trainer.val_check_interval=0.1",
+COMMON = [
+    "lr_scaling=sqrt", "max_epochs=200", "trainer.val_check_interval=0.1",
     "callbacks=early_stopping", "callbacks.early_stopping.monitor=val/loss",
     "callbacks.early_stopping.patience=1000000", "noise_scale=true", "logger=none",
     "test=false", "checkpoint_every_n_steps=0", "checkpoint_every_s=0",
 ]  # fmt: skip
+CASES = {
+    "digits": {
+        "label": "digits MLP",
+        "overrides": [
+            "data=digits",
+            "model=mlp",
+            "optimizer=adam",
+            "lr=1e-3",
+            "base_batch_size=64",
+        ],  # fmt: skip
+        "batch_sizes": "8,16,32,64,128,256",
+        "micro": 8,
+        "target": 0.15,
+    },
+    "gpt": {
+        "label": "experiment=gpt_small, 2 layers, n_embd 64, blocks of 64 bytes, constant lr",
+        "overrides": [
+            "experiment=gpt_small",
+            "model.net.n_layer=2",
+            "model.net.n_embd=64",
+            "data.block_size=64",
+            "data.max_bytes=600000",
+            "scheduler=none",
+            "grad_clip=null",
+            "lr=3e-3",
+            "base_batch_size=32",
+        ],  # fmt: skip
+        "batch_sizes": "4,8,16,32,64,128",
+        "micro": 4,
+        "target": 2.5,
+    },
+}
 
 
-def one_run(batch: int, seed: int, target: float, workdir: Path) -> dict:
+def one_run(case: str, batch: int, seed: int, target: float, workdir: Path) -> dict:
     """{steps, reached, noise_scale} of one run to the target."""
-    run_dir = workdir / f"b{batch}_t{target:g}_s{seed}"
-    micro = 4 if batch <= 8 else 8
-    cmd = [sys.executable, "train.py", *CASE, f"batch_size={batch}",
+    spec = CASES[case]
+    run_dir = workdir / case / f"b{batch}_t{target:g}_s{seed}"
+    micro = spec["micro"] if batch > spec["micro"] else batch // 2  # two batch sizes
+    cmd = [sys.executable, "train.py", *spec["overrides"], *COMMON, f"batch_size={batch}",
            f"micro_batch_size={micro}", f"+callbacks.early_stopping.stopping_threshold={target}",
            f"seed={seed}", f"hydra.run.dir={run_dir}"]  # fmt: skip
     record_path = run_dir / "metrics.json"
@@ -88,28 +124,31 @@ def fit_critical_batch(batches: list[float], steps: list[float]) -> tuple[float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", default="8,16,32,64,128,256")
-    parser.add_argument("--target", type=float, default=0.15, help="val/loss to reach")
+    parser.add_argument("--case", choices=list(CASES), default="digits")
+    parser.add_argument("--batch-sizes", help="default: the case's (spanning 32x)")
+    parser.add_argument("--target", type=float, help="val/loss to reach (default: the case's)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", type=Path, help="keep the runs; reuse the finished ones")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    batches = [int(b) for b in args.batch_sizes.split(",")]
+    spec = CASES[args.case]
+    batches = [int(b) for b in (args.batch_sizes or spec["batch_sizes"]).split(",")]
+    target = args.target if args.target is not None else spec["target"]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="critical_batch_"))
     points = [(b, s) for b in batches for s in range(1, args.seeds + 1)]
     with ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda p: one_run(*p, args.target, workdir), points))
+        runs = list(pool.map(lambda p: one_run(args.case, *p, target, workdir), points))
     missed = [p for p, r in zip(points, runs, strict=True) if not r["reached"]]
     if missed:
-        raise SystemExit(f"(batch, seed) {missed} did not reach val/loss {args.target}")
+        raise SystemExit(f"(batch, seed) {missed} did not reach val/loss {target}")
     steps = {b: statistics.mean(r["steps"] for (pb, _), r in zip(points, runs, strict=True)
                                 if pb == b) for b in batches}  # fmt: skip
     s_min, b_crit = fit_critical_batch(batches, [steps[b] for b in batches])
     simple = [r["noise_scale"] for r in runs if r["noise_scale"] is not None]
     b_simple = statistics.median(simple)
-    print(f"\ndigits MLP to val/loss {args.target:g}, {args.seeds} seed(s) per batch size")
+    print(f"\n{spec['label']} to val/loss {target:g}, {args.seeds} seed(s) per batch size")
     print("\n| batch | steps S | samples E | S / S_min | fitted S | B_simple (run mean) |")
     print("|---|---|---|---|---|---|")
     for b in batches:
