@@ -245,3 +245,23 @@ def test_a_gpt_that_cannot_be_built_is_refused_with_exit_code_2(tmp_path):
         done = run_cli("model=gpt", bad, f"hydra.run.dir={tmp_path}/r{i}")
         assert done.returncode == 2, done.stderr[-1500:]
         assert bad.split("=")[0] in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("factory", [ADAMW, functools.partial(MuonWithAdamW, lr=0.02)])
+def test_compile_leaves_the_groups_and_mup_multipliers_as_without_it(factory):
+    """compile=true wraps the net (run.py: module.net = torch.compile(net)), whose parameter
+    names then start with `_orig_mod.`: roles, decay groups and Muon's matrices must not see
+    a different network."""
+
+    class Holder(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+    def groups(net) -> list[tuple]:
+        built = build_optimizer(Holder(net), factory, "auto")
+        return [(g.get("name"), g["lr"], len(g["params"])) for g in built.param_groups]
+
+    net = gpt(64)
+    assert groups(torch.compile(net)) == groups(net)
+    assert any(name and "hidden" in name for name, _lr, _n in groups(net))

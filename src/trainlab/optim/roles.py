@@ -110,7 +110,8 @@ def parameter_layout(module: nn.Module) -> dict[str, tuple[str, int]]:
 def _layout(module: nn.Module) -> dict[str, tuple[str, int]]:
     net = getattr(module, "net", None)
     prefix = "net." if isinstance(net, nn.Module) else ""
-    by_name = parameter_roles(net if prefix else module)
+    # names as the network has them: compile's `_orig_mod.` (and FSDP's wrappers) left out
+    by_name = {unwrapped_name(n): r for n, r in parameter_roles(net if prefix else module).items()}
     layout = {}
     for name, p in module.named_parameters():
         if p.requires_grad:
