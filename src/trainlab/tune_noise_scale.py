@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 
+from trainlab.building import callbacks_for_optimizer
 from trainlab.callbacks.noise_scale import GradientNoiseScale
 from trainlab.checks import ConfigError
 from trainlab.plan import Plan, largest_divisor_at_most
@@ -85,7 +86,7 @@ def tune_noise_scale(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[estimator],
+        callbacks=[estimator, *callbacks_for_optimizer(module.optimizer_factory)],
     )
     quiet = logging.getLogger("lightning.pytorch")
     level = quiet.level

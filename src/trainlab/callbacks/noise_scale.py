@@ -54,12 +54,14 @@ def two_batch_estimates(
 
 class MovingAverages:
     """Bias-corrected exponential moving averages of |G|² and tr(Σ), kept as tensors so that
-    an update needs no host sync; `state_dict` makes them resumable."""
+    an update needs no host sync (the correction is the averaged weight of the finite steps,
+    so a skipped step counts for nothing); `state_dict` makes them resumable."""
 
     def __init__(self, decay: float = DECAY) -> None:
         self.decay = decay
         self.grad_sq = torch.zeros((), dtype=torch.float64)
         self.trace = torch.zeros((), dtype=torch.float64)
+        self.weight = torch.zeros((), dtype=torch.float64)  # of the finite steps: bias correction
         self.updates = 0
 
     def update(self, grad_sq: torch.Tensor, trace: torch.Tensor) -> None:
@@ -72,14 +74,16 @@ class MovingAverages:
         new_trace = self.decay * old_trace + (1 - self.decay) * trace
         self.grad_sq = torch.where(finite, new_grad_sq, old_grad_sq)
         self.trace = torch.where(finite, new_trace, old_trace)
+        weight = self.weight.to(grad_sq.device)
+        self.weight = torch.where(finite, self.decay * weight + (1 - self.decay), weight)
         self.updates += 1
 
     def values(self) -> tuple[float, float] | None:
         """(|G|², tr(Σ)) averaged so far, or None before the first update."""
-        if not self.updates:
+        weight = float(self.weight)
+        if not self.updates or weight <= 0:
             return None
-        correction = 1 - self.decay**self.updates
-        return float(self.grad_sq) / correction, float(self.trace) / correction
+        return float(self.grad_sq) / weight, float(self.trace) / weight
 
     def noise_scale(self) -> float | None:
         """B_simple, or None while the averages are not both positive (the first steps)."""
@@ -93,6 +97,7 @@ class MovingAverages:
             "decay": self.decay,
             "grad_sq": float(self.grad_sq),
             "trace": float(self.trace),
+            "weight": float(self.weight),
             "updates": self.updates,
         }
 
@@ -100,6 +105,7 @@ class MovingAverages:
         self.decay = state["decay"]
         self.grad_sq = torch.tensor(state["grad_sq"], dtype=torch.float64)
         self.trace = torch.tensor(state["trace"], dtype=torch.float64)
+        self.weight = torch.tensor(state["weight"], dtype=torch.float64)
         self.updates = state["updates"]
 
 
@@ -116,7 +122,10 @@ class GradientNoiseScale(Callback):
         self._micro_grads: list[torch.Tensor] = []  # this micro batch's small gradients
         self._micro_norms: list[torch.Tensor] = []  # ... and the norms of its large ones
         self._micro_sums: list[torch.Tensor] = []  # one per micro batch of this step
+        self._micro_sizes: list[int] = []  # the samples of each micro batch of this step
         self._every = 1
+        self._to_loggers = True
+        self._stride = 1  # trajectory points every `_stride` logging intervals
         self._last_logged: int | None = None
 
     @property
@@ -125,10 +134,13 @@ class GradientNoiseScale(Callback):
 
     # --- hooks --------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._every = max(1, trainer.log_every_n_steps)
-        for p in pl_module.parameters():
-            if p.requires_grad:
-                self._handles.append(p.register_hook(self._read_micro_gradient))
+        self._every = trainer.log_every_n_steps or 50  # 0: no logging, a trajectory still
+        self._to_loggers = trainer.log_every_n_steps > 0
+        for p in trained_parameters(trainer):  # the optimizer's, as `.grad` is read below
+            self._handles.append(p.register_hook(self._read_micro_gradient))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._micro_sizes.append(samples_in(batch))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._last_logged != trainer.global_step:  # the final value, logged and kept
@@ -153,17 +165,19 @@ class GradientNoiseScale(Callback):
         if self._micro_grads:
             small = [g.detach() for g in self._micro_grads]
             norms = norms + list(torch._foreach_norm(small, 2, dtype=torch.float32))
-        if norms:
-            self._micro_sums.append(torch.stack(norms).square().sum())
+        # one entry per backward on every rank, even one whose parameters got no gradient
+        total = torch.stack(norms).square().sum() if norms else torch.zeros(())
+        self._micro_sums.append(total)
         self._micro_grads, self._micro_norms = [], []
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
         sums, self._micro_sums = self._micro_sums, []
+        sizes, self._micro_sizes = self._micro_sizes, []
         accumulation = trainer.accumulate_grad_batches
-        if len(sums) != accumulation:  # an epoch's short last step: other batch sizes
-            return
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if not grads:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        # an epoch's short last step (fewer or smaller micro batches) has other batch sizes
+        usable = len(sums) == accumulation and set(sizes) == {self.small} and bool(grads)
+        if not sums:
             return
         # Lightning divides each micro batch's loss by the accumulation: undo it (squared)
         small_sq = torch.stack(sums).sum().double() * accumulation**2
@@ -172,25 +186,35 @@ class GradientNoiseScale(Callback):
             small_sq = small_sq / scale**2
         world = trainer.world_size
         if world > 1 and dist.is_available() and dist.is_initialized():
-            dist.all_reduce(small_sq)  # the sum over ranks' micro batches
+            # every rank takes part at every step; a step any rank cannot use is skipped by all
+            both = torch.stack([small_sq, small_sq.new_tensor(0.0 if usable else 1.0)])
+            dist.all_reduce(both)  # the sum over ranks' micro batches, and of the refusals
+            small_sq, usable = both[0], bool(both[1] == 0)
+        if not usable:
+            return
         small_sq = small_sq / (accumulation * world)  # the mean |G_b|²
         big_sq = squared_norm(grads).double()
         grad_sq, trace = two_batch_estimates(small_sq, self.small, big_sq, self.big)
         self.averages.update(grad_sq, trace)
-        step = trainer.global_step + 1  # this step, once taken
-        if step % self._every == 0:
-            self._log(trainer, step)
+        done = trainer.global_step + 1  # optimizer steps once this one is taken
+        if done % (self._every * self._stride) == 0:
+            self._log(trainer, done)
 
-    def _log(self, trainer: L.Trainer, step: int) -> None:
+    def _log(self, trainer: L.Trainer, done: int) -> None:
+        """B_simple after `done` optimizer steps: into the trajectory and to the loggers, at
+        Lightning's own step for a step's train metrics (the steps before it)."""
         value = self.averages.noise_scale()
         if value is None:
             return
-        self._last_logged = step
-        self.trajectory.append((step, value))
-        if len(self.trajectory) > TRAJECTORY_POINTS:  # keep every other point, evenly spread
-            self.trajectory = self.trajectory[::2]
-        for logger in trainer.loggers:
-            logger.log_metrics({"train/noise_scale": value}, step=step)
+        self._last_logged = done
+        self.trajectory.append((done, value))
+        if len(self.trajectory) > TRAJECTORY_POINTS:  # every other point, and half as often
+            spacing = 2 * self._every * self._stride
+            self.trajectory = [p for p in self.trajectory if p[0] % spacing == 0]
+            self._stride *= 2
+        if self._to_loggers:
+            for logger in trainer.loggers:
+                logger.log_metrics({"train/noise_scale": value}, step=max(0, done - 1))
         trainer.callback_metrics["train/noise_scale"] = torch.tensor(value)
 
     def _remove_hooks(self) -> None:
@@ -203,6 +227,7 @@ class GradientNoiseScale(Callback):
         return {
             "averages": self.averages.state_dict(),
             "trajectory": [list(point) for point in self.trajectory],
+            "stride": self._stride,
             "batch_sizes": [self.small, self.big],
         }
 
@@ -217,6 +242,7 @@ class GradientNoiseScale(Callback):
             return
         self.averages.load_state_dict(state["averages"])
         self.trajectory = [(int(s), float(v)) for s, v in state["trajectory"]]
+        self._stride = int(state.get("stride", 1))
 
     def summary(self) -> dict[str, Any]:
         """What metrics.json records as trained.noise_scale."""
@@ -232,6 +258,26 @@ class GradientNoiseScale(Callback):
             "decay": self.averages.decay,
             "trajectory": [[s, round(v, 6)] for s, v in self.trajectory],
         }
+
+
+def trained_parameters(trainer: L.Trainer) -> list[torch.nn.Parameter]:
+    """The parameters the optimizers step (those whose `.grad` is the optimizer batch's)."""
+    seen, params = set(), []
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    return params
+
+
+def samples_in(batch: Any) -> int:
+    """The number of samples of a batch: the leading size of its first tensor."""
+    for leaf in torch.utils._pytree.tree_leaves(batch):
+        if isinstance(leaf, torch.Tensor) and leaf.ndim > 0:
+            return int(leaf.shape[0])
+    return -1
 
 
 def squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
