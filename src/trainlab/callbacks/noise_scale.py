@@ -274,6 +274,10 @@ def trained_parameters(trainer: L.Trainer) -> list[torch.nn.Parameter]:
 
 def samples_in(batch: Any) -> int:
     """The number of samples of a batch: the leading size of its first tensor."""
+    if isinstance(batch, torch.Tensor) and batch.ndim > 0:
+        return int(batch.shape[0])
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+        return int(batch[0].shape[0]) if batch[0].ndim > 0 else -1
     for leaf in torch.utils._pytree.tree_leaves(batch):
         if isinstance(leaf, torch.Tensor) and leaf.ndim > 0:
             return int(leaf.shape[0])
