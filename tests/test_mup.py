@@ -240,6 +240,7 @@ def test_mup_refuses_relative_step_optimizers_and_uneven_hidden_layers(
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_gpt_that_cannot_be_built_is_refused_with_exit_code_2(tmp_path):
     for i, bad in enumerate(("model.net.output_multiplier=-1", "model.net.n_embd=66")):
         done = run_cli("model=gpt", bad, f"hydra.run.dir={tmp_path}/r{i}")

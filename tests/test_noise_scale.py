@@ -88,7 +88,7 @@ def exact_noise_scale(module: Linear, x: torch.Tensor, y: torch.Tensor) -> float
     return float(grads.var(0).sum() / mean.pow(2).sum())
 
 
-@pytest.mark.parametrize("micro, batch", [(8, 64), (16, 128)])
+@pytest.mark.parametrize("micro, batch", [(8, 64), pytest.param(16, 128, marks=pytest.mark.slow)])
 def test_the_estimator_in_a_lightning_loop_finds_the_noise_scale_of_per_sample_gradients(
     micro, batch
 ):
@@ -205,6 +205,7 @@ def test_tune_noise_scale_refusals(tmp_path, overrides, message):
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_step_with_a_short_micro_batch_is_not_counted_and_the_trajectory_thins_evenly():
     # 1020 samples in micro batches of 8: 128 per epoch (16 steps of 8), the last one of 4
     torch.manual_seed(0)
@@ -227,6 +228,7 @@ def test_a_step_with_a_short_micro_batch_is_not_counted_and_the_trajectory_thins
     assert max(gaps) <= 2 * min(gaps) and min(gaps) > 1, gaps
 
 
+@pytest.mark.slow
 def test_tune_noise_scale_with_a_schedule_free_optimizer(tmp_path):
     done = run_cli(*QUICK, "tune=noise_scale", "tune.noise_scale.steps=10",
                    "optimizer=adamw_schedulefree", "scheduler=none",
