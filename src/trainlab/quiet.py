@@ -16,8 +16,10 @@ column of zero FLOPs is left out by trainlab.tables.)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 
 TIPS = ("💡 Tip: For seamless cloud",)
 WARNINGS = (
@@ -60,3 +62,16 @@ def quiet_framework() -> None:
     for handler in {h for logger in loggers for h in logger.handlers}:
         if not any(isinstance(f, DropMessages) for f in handler.filters):
             handler.addFilter(DropMessages())
+
+
+@contextlib.contextmanager
+def lightning_warnings_only() -> Iterator[None]:
+    """Lightning's INFO lines ("GPU available", ...) held back while a throw-away Trainer
+    measures something (the tune= probes), so they show once per run, not once per probe."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

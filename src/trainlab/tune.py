@@ -32,6 +32,7 @@ from trainlab.checks import (
 from trainlab.config_checks import check_lr_settings
 from trainlab.models.width import refuse_lr_test_off_base
 from trainlab.plan import Plan, largest_divisor_at_most, with_micro_batch
+from trainlab.quiet import lightning_warnings_only
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,7 @@ def tune_batch_size(
         candidates = sorted(
             {d for d in (2**k for k in range(2, 16)) if per_device % d == 0} | {per_device}
         )
-        quiet = logging.getLogger("lightning.pytorch")
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)  # not one "GPU available" line per trial
-        try:
+        with lightning_warnings_only():  # not one "GPU available" line per trial
             measured = {
                 m: samples_per_second(
                     module,
@@ -121,8 +119,6 @@ def tune_batch_size(
                 )
                 for m in candidates
             }
-        finally:
-            quiet.setLevel(level)
         best = max(measured.values())
         good_enough = (1 - settings["tolerance"]) * best
         chosen = min(m for m, rate in measured.items() if rate >= good_enough)

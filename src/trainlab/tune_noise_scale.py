@@ -23,6 +23,7 @@ from trainlab.building import callbacks_for_optimizer
 from trainlab.callbacks.noise_scale import GradientNoiseScale
 from trainlab.checks import ConfigError
 from trainlab.plan import Plan, largest_divisor_at_most
+from trainlab.quiet import lightning_warnings_only
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,8 @@ def tune_noise_scale(
         enable_model_summary=False,
         callbacks=[estimator, *callbacks_for_optimizer(module.optimizer_factory)],
     )
-    quiet = logging.getLogger("lightning.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # not the "GPU available" lines again
-    try:
+    with lightning_warnings_only():  # not the "GPU available" lines again
         probe.fit(copy.deepcopy(module), datamodule=data)
-    finally:
-        quiet.setLevel(level)
     measured = estimator.summary()
     measured.pop("trajectory")
     critical = measured["noise_scale"]
