@@ -161,13 +161,11 @@ class GradientNoiseScale(Callback):
             self._micro_grads.append(grad)
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        norms = self._micro_norms
-        if self._micro_grads:
-            small = [g.detach() for g in self._micro_grads]
-            norms = norms + list(torch._foreach_norm(small, 2, dtype=torch.float32))
+        parts = [squared_norm(self._micro_grads)] if self._micro_grads else []
+        if self._micro_norms:
+            parts.append(torch.stack(self._micro_norms).square().sum())
         # one entry per backward on every rank, even one whose parameters got no gradient
-        total = torch.stack(norms).square().sum() if norms else torch.zeros(())
-        self._micro_sums.append(total)
+        self._micro_sums.append(sum(parts) if parts else torch.zeros(()))
         self._micro_grads, self._micro_norms = [], []
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
