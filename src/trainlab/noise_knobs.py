@@ -33,7 +33,7 @@ def check_two_batch_sizes(plan: Any) -> None:
     """The estimator needs an optimizer batch made of several micro batches."""
     if plan.accumulate_grad_batches * plan.world_size >= 2:
         return
-    example = largest_divisor_at_most(plan.batch_size, max(1, plan.batch_size // 4))
+    example = quarter_of(plan.batch_size)
     raise ConfigError(
         f"noise_scale=true needs two batch sizes, and this run has one: batch_size="
         f"{plan.batch_size} is one micro batch of {plan.micro_batch_size} on "
@@ -42,3 +42,8 @@ def check_two_batch_sizes(plan: Any) -> None:
         "gradient accumulation, the same optimizer steps) or train on several devices "
         "(trainer=ddp), or set noise_scale=false."
     )
+
+
+def quarter_of(batch_size: int) -> int:
+    """A micro batch of about a quarter of the batch that divides it (1 for a tiny batch)."""
+    return largest_divisor_at_most(batch_size, max(1, batch_size // 4))

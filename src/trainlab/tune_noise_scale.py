@@ -22,7 +22,8 @@ import lightning as L
 from trainlab.building import callbacks_for_optimizer
 from trainlab.callbacks.noise_scale import GradientNoiseScale
 from trainlab.checks import ConfigError
-from trainlab.plan import Plan, largest_divisor_at_most
+from trainlab.noise_knobs import quarter_of
+from trainlab.plan import Plan
 from trainlab.quiet import lightning_warnings_only
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def probe_micro_batch(plan: Plan) -> int:
             f"tune=noise_scale needs a batch of at least 2 samples to split into two batch "
             f"sizes; batch_size={plan.batch_size}. Give batch_size=32 or more."
         )
-    return largest_divisor_at_most(plan.batch_size, max(1, plan.batch_size // 4))
+    return quarter_of(plan.batch_size)
 
 
 def reading(critical: float, batch_size: int) -> str:

@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 from trainlab.checks import ConfigError, check_weight_decay_groups
 from trainlab.optim.mup import apply_multipliers, split_by_role
 from trainlab.optim.registry import built_by, settings_of, traits_of
-from trainlab.optim.roles import by_tensor, roles_by_tensor
+from trainlab.optim.roles import by_tensor
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,10 @@ def muon_groups(module: nn.Module, split: bool) -> list[dict[str, Any]]:
     AdamW's (everything else: embeddings, the first and the output layer, biases, norms, conv
     kernels), the AdamW part split for weight decay when `split`. A network with no hidden
     matrix is refused: Muon would train nothing."""
-    roles = roles_by_tensor(module)
+    built = by_tensor(module)  # (role, ndim as built) per tensor: FSDP shards are 1-D
+    roles = {key: role for key, (role, _ndim) in built.items()}
     params = [p for p in module.parameters() if p.requires_grad]
-    ndims = {key: ndim for key, (_role, ndim) in by_tensor(module).items()}
-    hidden = [p for p in params if roles[id(p)] == "hidden" and ndims[id(p)] == 2]
+    hidden = [p for p in params if built[id(p)] == ("hidden", 2)]
     if not hidden:
         net = getattr(module, "net", module)
         shown = ", ".join(f"{n} ({roles[id(p)]})" for n, p in net.named_parameters() if p.ndim >= 2)
