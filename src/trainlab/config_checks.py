@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from trainlab.batch_warmup import check_batch_size_warmup_knob
 from trainlab.checks import (
     ConfigError,
     check_choice,
@@ -98,6 +99,7 @@ def check_config(
     check_weight_decay_groups(cfg.weight_decay_groups)
     check_width_knobs(cfg)
     check_noise_scale_knob(cfg)
+    check_batch_size_warmup_knob(cfg.get("batch_size_warmup"))
     check_optional(check_whole_number, "threads", cfg.threads, 1, "1", 1024)
     check_objective(cfg)
     check_derived_keys(cfg, task_overrides, groups)
@@ -132,6 +134,7 @@ TRAINING_ONLY = (
     "lr_scaling",
     "lr_scaling_exponent",
     "base_batch_size",
+    "batch_size_warmup",
     "warmup",
     "min_lr_ratio",
     "grad_clip",

@@ -44,6 +44,7 @@ class Plan:
     base_width: int | None = None  # under mup: the width at which lr and init are right
     width_multiplier: float = 1.0  # width / base_width under mup: μP's m
     critical_batch_size: int | None = None  # tune=noise_scale: B_simple at the start
+    batch_size_warmup: dict[str, Any] | None = None  # its phases (trainlab.batch_warmup)
     tuned: dict[str, Any] = field(default_factory=dict)  # what tune= measured and chose
 
     def as_dict(self) -> dict[str, Any]:
@@ -163,9 +164,11 @@ def with_micro_batch(plan: Plan, micro_batch_size: int) -> Plan:
     )
 
 
+def micro_batches_per_epoch(train_size: int, plan: Plan) -> int:
+    """What Lightning will count: each device sees its share of the data in micro batches."""
+    return math.ceil(math.ceil(train_size / plan.world_size) / plan.micro_batch_size)
+
+
 def optimizer_steps_per_epoch(train_size: int, plan: Plan) -> int:
-    """What Lightning will count: each device sees its share of the data in micro batches,
-    and the last incomplete accumulation of an epoch still steps the optimizer."""
-    per_device = math.ceil(train_size / plan.world_size)
-    micro_batches = math.ceil(per_device / plan.micro_batch_size)
-    return math.ceil(micro_batches / plan.accumulate_grad_batches)
+    """The last incomplete accumulation of an epoch still steps the optimizer."""
+    return math.ceil(micro_batches_per_epoch(train_size, plan) / plan.accumulate_grad_batches)

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from trainlab import trackers
+from trainlab.batch_warmup import default_micro_batch
 from trainlab.building import (
     best_checkpoint,
     build_module,
@@ -41,6 +42,7 @@ from trainlab.callbacks import (
     StopOnSignal,
     ValidateFinalWeights,
 )
+from trainlab.callbacks.batch_size_warmup import with_batch_size_warmup
 from trainlab.callbacks.ema import evaluated_weights
 from trainlab.callbacks.noise_scale import noise_scale_estimator, noise_scale_of
 from trainlab.checkpoints import (
@@ -97,7 +99,7 @@ def fit_and_test(
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     plan = make_plan(
         batch_size=cfg.batch_size,
-        micro_batch_size=cfg.micro_batch_size,
+        micro_batch_size=default_micro_batch(cfg, trainer.world_size),  # a warmup's start
         world_size=trainer.world_size,
         lr=cfg.lr,
         lr_scaling=cfg.lr_scaling,
@@ -138,6 +140,7 @@ def fit_and_test(
     if plan.tuned:
         L.seed_everything(cfg.seed, workers=True)  # the same data order as without tuning
     estimator = noise_scale_estimator(plan) if cfg.get("noise_scale") else None  # or refused
+    plan = with_batch_size_warmup(cfg, trainer, plan, datamodule.train_size())
     log.info("plan: %s", plan.as_dict())
     announce(plan.as_dict())
 

@@ -174,7 +174,9 @@ class GradientNoiseScale(Callback):
         accumulation = trainer.accumulate_grad_batches
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         # an epoch's short last step (fewer or smaller micro batches) has other batch sizes
+        # (under batch_size_warmup the first steps are one micro batch: nothing to compare)
         usable = len(sums) == accumulation and set(sizes) == {self.small} and bool(grads)
+        usable = usable and accumulation * trainer.world_size >= 2
         if not sums:
             return
         # Lightning divides each micro batch's loss by the accumulation: undo it (squared)
@@ -192,7 +194,8 @@ class GradientNoiseScale(Callback):
             return
         small_sq = small_sq / (accumulation * world)  # the mean |G_b|²
         big_sq = squared_norm(grads).double()
-        grad_sq, trace = two_batch_estimates(small_sq, self.small, big_sq, self.big)
+        big = self.small * accumulation * world  # batch_size, or a warmup's smaller batch
+        grad_sq, trace = two_batch_estimates(small_sq, self.small, big_sq, big)
         self.averages.update(grad_sq, trace)
         done = trainer.global_step + 1  # optimizer steps once this one is taken
         if done % (self._every * self._stride) == 0:

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch.optim import Optimizer
 
+from trainlab.callbacks.batch_size_warmup import stepping_batches
 from trainlab.optim.groups import build_optimizer
 from trainlab.optim.registry import settings_of
 from trainlab.optim.roles import remember_layout
@@ -25,7 +26,7 @@ class ConfiguredOptimizers:
     None) and `weight_decay_groups` (or `hparams.weight_decay_groups`); this builds the
     optimizer over the module's parameter groups, records what was built (before a scheduler
     rewrites the lr: OneCycleLR does at once) in `optimizer_built`, and sizes the schedule
-    from Lightning's own count of optimizer steps (or epochs).
+    from Lightning's own count of optimizer steps (or epochs), or a batch-size warmup's.
     """
 
     def setup(self, stage: str) -> None:
@@ -43,7 +44,7 @@ class ConfiguredOptimizers:
             self,
             factory,
             decay_groups_of(self),
-            total_steps=self.trainer.estimated_stepping_batches,
+            total_steps=stepping_batches(self.trainer),
         )
         if is_schedule_free(optimizer):
             # ready to step, as any torch optimizer is: Lightning's LR range test runs its steps
@@ -57,7 +58,7 @@ class ConfiguredOptimizers:
         if spec is None:
             return optimizer
         if spec.interval == "step":
-            length = self.trainer.estimated_stepping_batches
+            length = stepping_batches(self.trainer)
         else:
             length = self.trainer.max_epochs
         return {"optimizer": optimizer, "lr_scheduler": spec.lightning_config(optimizer, length)}
