@@ -212,6 +212,45 @@ def test_a_run_records_its_phases_and_sizes_its_schedule_with_them(tmp_path):
     assert 0 < warm["warmup_steps"] < warm["optimizer_steps"]
 
 
+def test_the_plan_before_training_is_the_plan_it_trains_with_under_limit_train_batches(
+    tmp_path, monkeypatch
+):
+    import trainlab.run as pipeline
+
+    announced, fit_and_test = [], pipeline.fit_and_test
+
+    def spying(cfg, stop, announce, pruning=None):  # what metrics.json says while it runs
+        return fit_and_test(cfg, stop, lambda p: (announced.append(p), announce(p)), pruning)
+
+    monkeypatch.setattr(pipeline, "fit_and_test", spying)
+    cfg = compose_run(
+        [
+            "batch_size=256",
+            "micro_batch_size=32",
+            "batch_size_warmup=0.3",
+            "max_epochs=3",
+            "trainer.limit_train_batches=10",
+            "trainer.log_every_n_steps=1",
+            "logger=csv",
+            "test=false",
+        ],
+        tmp_path,
+    )
+    train(cfg)
+    done = record(tmp_path)
+    assert announced[0]["batch_size_warmup"] == done["plan"]["batch_size_warmup"]
+    assert (
+        done["trained"]["optimizer_steps"] == done["plan"]["batch_size_warmup"]["optimizer_steps"]
+    )
+    # train/batch_size counts each step's own micro batches: an epoch of 10 ends short
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    column = header.index("train/batch_size")
+    logged = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+    assert 64.0 in logged  # 2 micro batches of 32 left at an epoch's end, under accumulation 4+
+    assert max(logged) == 256.0 and min(logged) == 32.0
+
+
 def test_the_noise_scale_skips_the_steps_of_one_micro_batch(tmp_path):
     cfg = compose_run(
         [
@@ -254,6 +293,7 @@ def test_a_warmup_that_cannot_grow_or_end_is_refused(args, message, tmp_path):
     [
         (["batch_size_warmup=yes"], "batch_size_warmup='yes' is not allowed"),
         (["batch_size_warmup=0.1", "train=false", "ckpt_path=x.ckpt"], "train=false"),
+        (["batch_size=256", "batch_size_warmup=0.1", "tune=batch_size"], "Tune first"),
     ],
 )
 def test_refusals_on_the_command_line_exit_2_with_one_paragraph(args, message, tmp_path):

@@ -11,7 +11,9 @@ and raises gradient accumulation until the batch is `batch_size`:
   to an accumulation of 1, 2, 4, 8, ... micro batches (then batch_size's own);
 - Lightning decides a step's end by its micro batch's index in the epoch modulo the
   accumulation, so the accumulation only grows where that index is a multiple of the new
-  value (at most a few steps late), and an epoch's short last step stays as it is.
+  value: one step late at most between doublings; the last growth, to an accumulation that is
+  not a power of two (15, say), waits up to lcm(8, 15) / 8 - 1 = 14 steps (or the next
+  epoch). An epoch's short last step stays as it is.
 
 The whole schedule is a function of the micro batches per epoch, max_epochs and max_steps, so
 it is worked out once: the plan records it, the schedulers are sized with its optimizer steps,
@@ -47,14 +49,27 @@ def check_batch_size_warmup_knob(value: Any) -> None:
         )
 
 
+def check_warmup_without_batch_tuning(cfg: Any) -> None:
+    """tune=batch_size picks the micro batch, which is where a warmup starts: one or the other."""
+    tune = cfg.get("tune")
+    if warming_up(cfg.get("batch_size_warmup")) and tune is not None and tune.get("batch_size"):
+        raise ConfigError(
+            f"batch_size_warmup={shown(cfg.batch_size_warmup)} starts from the micro batch, and "
+            "tune=batch_size would choose that micro batch by memory or throughput (a large "
+            "one), not as the warmup's first batch. Tune first (python train.py "
+            "tune=batch_size), then warm up with micro_batch_size=<a smaller one>, or leave "
+            "out one of the two."
+        )
+
+
 def warming_up(value: Any) -> bool:
     return value not in OFF or isinstance(value, bool)
 
 
 def default_micro_batch(cfg: Any, world_size: int) -> int | None:
-    """The micro batch a warmup starts from when micro_batch_size is null: base_batch_size per
-    device (the batch at which `lr` is right), or the largest divisor of the per-device batch
-    below it; without a warmup, null (the plan's own default: batch_size / world size)."""
+    """The micro batch a warmup starts from when micro_batch_size is null: base_batch_size
+    shared by the devices (the batch at which `lr` is right), or the largest divisor of the
+    per-device batch below it; without a warmup, null (the plan's default)."""
     if cfg.micro_batch_size is not None or not warming_up(cfg.get("batch_size_warmup")):
         return cfg.micro_batch_size
     per_device = cfg.batch_size // max(1, world_size)
@@ -167,7 +182,8 @@ def check_warmup_fits(value: Any, plan: Any, schedule: Schedule) -> None:
         raise ConfigError(
             f"batch_size_warmup={shown(value)} would not reach batch_size={plan.batch_size} "
             f"before the run ends ({schedule.optimizer_steps:g} optimizer steps): give a "
-            "shorter warmup (a fraction such as batch_size_warmup=0.1, or fewer steps)."
+            "shorter warmup (a fraction such as batch_size_warmup=0.1, or fewer steps than "
+            "the run's), or a longer run (max_epochs)."
         )
 
 

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from trainlab.batch_warmup import check_batch_size_warmup_knob
+from trainlab.batch_warmup import check_batch_size_warmup_knob, check_warmup_without_batch_tuning
 from trainlab.checks import (
     ConfigError,
     check_choice,
@@ -100,6 +100,7 @@ def check_config(
     check_width_knobs(cfg)
     check_noise_scale_knob(cfg)
     check_batch_size_warmup_knob(cfg.get("batch_size_warmup"))
+    check_warmup_without_batch_tuning(cfg)
     check_optional(check_whole_number, "threads", cfg.threads, 1, "1", 1024)
     check_objective(cfg)
     check_derived_keys(cfg, task_overrides, groups)

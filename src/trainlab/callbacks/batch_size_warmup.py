@@ -14,6 +14,7 @@ on the logged lr) are logged at each step.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -30,6 +31,8 @@ from trainlab.batch_warmup import (
 )
 from trainlab.checks import ConfigError
 from trainlab.plan import Plan, micro_batches_per_epoch
+
+log = logging.getLogger(__name__)
 
 
 class BatchSizeWarmup(GradientAccumulationScheduler):
@@ -71,7 +74,17 @@ class BatchSizeWarmup(GradientAccumulationScheduler):
     # --- hooks --------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)  # Lightning's checks of the combination
-        self._use(trainer, self.schedule_for(trainer).accumulation_at(trainer.global_step))
+        accumulation = self.schedule_for(trainer).accumulation_at(trainer.global_step)
+        self._use(trainer, accumulation)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if done % accumulation:
+            log.warning(
+                "batch_size_warmup: this run resumes from a checkpoint saved between the micro "
+                "batches of a step (%d micro batches into the epoch, accumulation %d): its "
+                "steps from here on are not the plan's",
+                done,
+                accumulation,
+            )
         for optimizer in trainer.optimizers:
             self._handles += [
                 optimizer.register_step_pre_hook(self._scale_lr),
@@ -85,7 +98,11 @@ class BatchSizeWarmup(GradientAccumulationScheduler):
         if batch_idx % trainer.accumulate_grad_batches:
             return  # inside a step: its accumulation is set
         self._use(trainer, self.schedule_for(trainer).accumulation_at(trainer.global_step))
-        batch_size = trainer.accumulate_grad_batches * self._per_micro_batch
+        # the step's own micro batches: an epoch's last step may have fewer
+        micro_batches = min(
+            trainer.accumulate_grad_batches, trainer.num_training_batches - batch_idx
+        )
+        batch_size = micro_batches * self._per_micro_batch
         pl_module.log("train/batch_size", float(batch_size), on_step=True, on_epoch=False)
         if self.plan.lr_scaling != "none":  # what the logged schedule's lr is multiplied by
             pl_module.log("train/lr_factor", self._factor, on_step=True, on_epoch=False)
@@ -133,15 +150,26 @@ def with_batch_size_warmup(cfg: Any, trainer: L.Trainer, plan: Plan, train_size:
     schedule = warmup_schedule(
         warmup,
         plan.accumulate_grad_batches,
-        micro_batches_per_epoch(train_size, plan),
+        limited(micro_batches_per_epoch(train_size, plan), trainer.limit_train_batches),
         trainer.max_epochs,
         trainer.max_steps,
     )
     check_warmup_fits(warmup, plan, schedule)
     plan = Plan(**{**plan.as_dict(), "batch_size_warmup": warmup_record(warmup, plan, schedule)})
     trainer.accumulate_grad_batches = 1  # as Lightning's scheduler wants the Trainer set
-    trainer.callbacks.append(BatchSizeWarmup(warmup, plan))
+    # first, so that every other callback's hooks see the accumulation of the step they are in
+    trainer.callbacks.insert(0, BatchSizeWarmup(warmup, plan))
     return plan
+
+
+def limited(batches: int, limit: int | float | None) -> int:
+    """The micro batches per epoch under `trainer.limit_train_batches`, counted as Lightning
+    counts them (a whole number caps them, a fraction keeps that share, rounded down)."""
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(batches, limit)
+    if isinstance(limit, float):
+        return int(batches * limit)
+    return batches
 
 
 def batch_size_warmup_of(trainer: L.Trainer) -> BatchSizeWarmup | None:
