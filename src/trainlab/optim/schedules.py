@@ -89,8 +89,8 @@ def lr_multiplier(
     """The factor on `lr` after `step` optimizer steps, for one of SCHEDULE_SHAPES.
 
     Linear warmup from ~0 to 1 over `warmup_steps`, then:
-      warmup_cosine   cosine from 1 down to min_lr_ratio at the last step
-      warmup_linear   straight line from 1 down to min_lr_ratio at the last step
+      warmup_cosine   cosine from 1 down to min_lr_ratio at step total_steps (after the last)
+      warmup_linear   straight line from 1 down to min_lr_ratio at step total_steps
       wsd             flat at 1, then the last `decay_fraction` of the run decays to
                       min_lr_ratio (linear, cosine or 1-sqrt)
       inverse_sqrt    1 / sqrt(step / warmup_steps), never below min_lr_ratio
