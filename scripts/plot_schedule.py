@@ -28,8 +28,15 @@ def main(argv: list[str]) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from trainlab.batch_warmup import (
+        check_warmup_fits,
+        default_micro_batch,
+        lr_factor,
+        warming_up,
+        warmup_schedule,
+    )
     from trainlab.checks import ConfigError
-    from trainlab.plan import make_plan, optimizer_steps_per_epoch
+    from trainlab.plan import make_plan, micro_batches_per_epoch, optimizer_steps_per_epoch
 
     options = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in ("out", "world_size"))
     overrides = [a for a in argv if a.split("=", 1)[0] not in options]
@@ -45,21 +52,42 @@ def main(argv: list[str]) -> int:
             f"Error: scheduler={name} cannot be plotted without training: {why}.", file=sys.stderr
         )
         return 2
+    world_size = int(options.get("world_size", 1))
     try:
         plan = make_plan(
             batch_size=cfg.batch_size,
-            micro_batch_size=cfg.micro_batch_size,
-            world_size=int(options.get("world_size", 1)),
+            micro_batch_size=default_micro_batch(cfg, world_size),
+            world_size=world_size,
             lr=cfg.lr,
             lr_scaling=cfg.lr_scaling,
             base_batch_size=cfg.base_batch_size,
         )
+        train_size = instantiate(cfg.data, batch_size=plan.micro_batch_size).train_size()
+        per_epoch = optimizer_steps_per_epoch(train_size, plan)
+        total = per_epoch * cfg.max_epochs
+        epoch_ends = {per_epoch * (e + 1) - 1 for e in range(cfg.max_epochs)}
+        factors = [1.0] * total  # batch_size_warmup: the lr rule at each step's batch
+        if warming_up(cfg.get("batch_size_warmup")):
+            batches = micro_batches_per_epoch(train_size, plan)
+            warm = warmup_schedule(
+                cfg.batch_size_warmup, plan.accumulate_grad_batches, batches, cfg.max_epochs, None
+            )
+            check_warmup_fits(cfg.batch_size_warmup, plan, warm)
+            total, factors, epoch_ends = int(warm.optimizer_steps), [], set()
+            for _ in range(cfg.max_epochs):  # Lightning's steps: see trainlab.batch_warmup
+                done = 0
+                while done < batches:
+                    accumulation = warm.accumulation_at(len(factors))
+                    taken = min(accumulation, batches - done)
+                    per_micro = plan.micro_batch_size * plan.world_size
+                    # the rule at the step's accumulation, as the run applies it (a short
+                    # last step of an epoch too)
+                    factors.append(lr_factor(plan, accumulation * per_micro))
+                    done += taken
+                epoch_ends.add(len(factors) - 1)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 2
-    train_size = instantiate(cfg.data, batch_size=plan.micro_batch_size).train_size()
-    per_epoch = optimizer_steps_per_epoch(train_size, plan)
-    total = per_epoch * cfg.max_epochs
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=plan.lr_effective)
     length = total if spec.interval == "step" else cfg.max_epochs
@@ -70,16 +98,17 @@ def main(argv: list[str]) -> int:
         return 2
     lrs = []
     for step in range(total):
-        lrs.append(optimizer.param_groups[0]["lr"])
+        lrs.append(optimizer.param_groups[0]["lr"] * factors[step])
         optimizer.step()
-        if spec.interval == "step" or (step + 1) % per_epoch == 0:
+        if spec.interval == "step" or step in epoch_ends:
             scheduler.step()
 
     out = Path(options.get("out", ROOT / "outputs" / f"schedule_{name}.png"))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(range(total), lrs)
-    ax.set_xlabel(f"optimizer step ({cfg.max_epochs} epochs x {per_epoch} steps)")
+    steps = f"{per_epoch} steps" if total == per_epoch * cfg.max_epochs else "warmup's steps"
+    ax.set_xlabel(f"optimizer step ({cfg.max_epochs} epochs x {steps})")
     ax.set_ylabel("learning rate")
     ax.set_title(
         f"scheduler={name}: lr {plan.lr_effective:g}, batch {plan.batch_size}, "

@@ -345,3 +345,20 @@ def test_under_ddp_the_warmup_starts_at_one_micro_batch_per_rank(tmp_path):
     warm = done["plan"]["batch_size_warmup"]
     assert [p["batch_size"] for p in warm["phases"]] == [64, 128, 256]
     assert done["trained"]["optimizer_steps"] == warm["optimizer_steps"]
+
+
+@pytest.mark.slow  # a subprocess that builds the data: ~6 s
+def test_the_schedule_plot_takes_the_warmups_steps(tmp_path):
+    import subprocess
+    import sys
+
+    args = ["scheduler=warmup_cosine", "batch_size=512", "batch_size_warmup=0.3"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_schedule.py"), *args, "lr_scaling=sqrt",
+         f"out={tmp_path / 'lr.png'}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # digits: 1167 training samples, micro batches of 64 (base_batch_size), 20 epochs
+    expected = warmup_schedule(0.3, 8, math.ceil(1167 / 64), 20, None).optimizer_steps
+    assert f"{expected} steps" in result.stdout
