@@ -146,4 +146,4 @@ def prepare_argv(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
-    main()
+    train.run_then_exit_fast(main)
