@@ -29,11 +29,10 @@ def main(argv: list[str]) -> int:
     from hydra.utils import instantiate
 
     from trainlab.batch_warmup import (
-        check_warmup_fits,
         default_micro_batch,
         lr_factor,
+        planned_warmup,
         warming_up,
-        warmup_schedule,
     )
     from trainlab.checks import ConfigError
     from trainlab.plan import make_plan, micro_batches_per_epoch, optimizer_steps_per_epoch
@@ -69,10 +68,7 @@ def main(argv: list[str]) -> int:
         factors = [1.0] * total  # batch_size_warmup: the lr rule at each step's batch
         if warming_up(cfg.get("batch_size_warmup")):
             batches = micro_batches_per_epoch(train_size, plan)
-            warm = warmup_schedule(
-                cfg.batch_size_warmup, plan.accumulate_grad_batches, batches, cfg.max_epochs, None
-            )
-            check_warmup_fits(cfg.batch_size_warmup, plan, warm)
+            warm = planned_warmup(cfg.batch_size_warmup, plan, batches, cfg.max_epochs, None)
             total, factors, epoch_ends = int(warm.optimizer_steps), [], set()
             for _ in range(cfg.max_epochs):  # Lightning's steps: see trainlab.batch_warmup
                 done = 0

@@ -164,6 +164,18 @@ def warmup_schedule(
     return Schedule(tuple(changes), total, warmup_steps)
 
 
+def planned_warmup(
+    value: float | int, plan: Any, batches_per_epoch: int, max_epochs: int, max_steps: int | None
+) -> Schedule:
+    """The warmup's schedule for `plan`, refused where it cannot grow or would not end before
+    the run does (check_warmup_fits)."""
+    schedule = warmup_schedule(
+        value, plan.accumulate_grad_batches, batches_per_epoch, max_epochs, max_steps
+    )
+    check_warmup_fits(value, plan, schedule)
+    return schedule
+
+
 def check_warmup_fits(value: Any, plan: Any, schedule: Schedule) -> None:
     """There is a batch to grow from, and the run reaches batch_size before it ends."""
     if plan.accumulate_grad_batches == 1:

@@ -23,11 +23,10 @@ from lightning.pytorch.callbacks import GradientAccumulationScheduler
 
 from trainlab.batch_warmup import (
     Schedule,
-    check_warmup_fits,
     lr_factor,
+    planned_warmup,
     warming_up,
     warmup_record,
-    warmup_schedule,
 )
 from trainlab.checks import ConfigError
 from trainlab.plan import Plan, micro_batches_per_epoch
@@ -59,14 +58,9 @@ class BatchSizeWarmup(GradientAccumulationScheduler):
                     "batch_size_warmup needs to know the micro batches per epoch, and this "
                     "data has no length (an iterable dataset): set batch_size_warmup=null."
                 )
-            self.schedule = warmup_schedule(
-                self.warmup,
-                self.plan.accumulate_grad_batches,
-                int(batches),
-                trainer.max_epochs,
-                trainer.max_steps,
+            self.schedule = planned_warmup(
+                self.warmup, self.plan, int(batches), trainer.max_epochs, trainer.max_steps
             )
-            check_warmup_fits(self.warmup, self.plan, self.schedule)
             # the plan metrics.json records: now with the loop's own count of micro batches
             self.plan.batch_size_warmup = warmup_record(self.warmup, self.plan, self.schedule)
         return self.schedule
@@ -145,16 +139,8 @@ def with_batch_size_warmup(cfg: Any, trainer: L.Trainer, plan: Plan, train_size:
     warmup = cfg.get("batch_size_warmup")
     if not warming_up(warmup):
         return plan
-    if plan.accumulate_grad_batches == 1:
-        check_warmup_fits(warmup, plan, Schedule(((0, 1),), math.inf, 0))
-    schedule = warmup_schedule(
-        warmup,
-        plan.accumulate_grad_batches,
-        limited(micro_batches_per_epoch(train_size, plan), trainer.limit_train_batches),
-        trainer.max_epochs,
-        trainer.max_steps,
-    )
-    check_warmup_fits(warmup, plan, schedule)
+    batches = limited(micro_batches_per_epoch(train_size, plan), trainer.limit_train_batches)
+    schedule = planned_warmup(warmup, plan, batches, trainer.max_epochs, trainer.max_steps)
     plan = Plan(**{**plan.as_dict(), "batch_size_warmup": warmup_record(warmup, plan, schedule)})
     trainer.accumulate_grad_batches = 1  # as Lightning's scheduler wants the Trainer set
     # first, so that every other callback's hooks see the accumulation of the step they are in
