@@ -7,17 +7,20 @@ a sweep of one-second jobs is a fifth of the sweep. `ComposedOnce` stands in for
 config loader: the check's composition is kept and the launch takes it, one per job's
 overrides, so a job runs the very config that was checked, and nothing is kept once it ran.
 A job in a process of its own (hydra/launcher=joblib) gets its own composition with it
-(`job_context`).
+(`job_context`). Jobs that differ only in their values share one composition by Hydra
+(trainlab.search.sibling_configs).
 """
 
 from __future__ import annotations
 
-import copy
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
 from hydra.types import HydraContext
 from omegaconf import DictConfig
+
+from trainlab.search.sibling_configs import SiblingConfigs
 
 
 class ComposedOnce:
@@ -29,14 +32,17 @@ class ComposedOnce:
         self._loader = loader
         self._kept = kept or {}
         self._pickles_kept = kept is not None  # a job's own: it travels with the job
+        self._siblings: SiblingConfigs | None = None  # made when first needed
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: Sequence[str]):
         key = tuple(sweep_overrides)
         kept = self._kept.pop(key, None)
         if kept is not None:
             return kept
-        config = self._loader.load_sweep_config(master_config, list(sweep_overrides))
-        self._kept[key] = copy.deepcopy(config)  # whoever got `config` may change it
+        if self._siblings is None:
+            self._siblings = SiblingConfigs(self._loader)
+        config = self._siblings.load_sweep_config(master_config, sweep_overrides)
+        self._kept[key] = pickle.loads(pickle.dumps(config))  # a copy: the caller may change it
         return config
 
     def handed_over(self, overrides: Sequence[str]) -> ComposedOnce:
@@ -46,7 +52,7 @@ class ComposedOnce:
         return ComposedOnce(self._loader, {key: kept} if kept is not None else {})
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_loader", "_kept", "_pickles_kept"):
+        if name.startswith("__") or name in ("_loader", "_kept", "_pickles_kept", "_siblings"):
             raise AttributeError(name)  # not set yet (while unpickling)
         return getattr(self._loader, name)
 
@@ -55,7 +61,7 @@ class ComposedOnce:
         return {"_loader": self._loader, "_kept": kept, "_pickles_kept": self._pickles_kept}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update(state, _siblings=None)
 
 
 def composing_once(hydra_context: HydraContext) -> HydraContext:
