@@ -20,6 +20,11 @@ from pathlib import Path
 
 import hydra
 
+if __name__ == "__main__":
+    from trainlab.heap import pause_collections
+
+    pause_collections()  # as train.py (trainlab.heap)
+
 import train  # the project root's train.py: PROJECT_ROOT, the run id, its main and argv
 
 # what an evaluation never takes over from the run that saved the checkpoint: its own

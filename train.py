@@ -19,6 +19,11 @@ import uuid
 
 import hydra
 
+if __name__ == "__main__":
+    from trainlab.heap import pause_collections
+
+    pause_collections()  # until the heavy imports are done: they make lasting objects only
+
 os.environ.setdefault("PROJECT_ROOT", os.path.dirname(os.path.abspath(__file__)))
 # the short id in every run and sweep directory name (conf/hydra/default.yaml): an environment
 # variable, so that joblib's worker processes resolve the same directory as this process
@@ -40,8 +45,10 @@ def main(cfg) -> float:
             if cfg.get("resume") is not None:
                 cfg = saved_config(cfg, write=rank_zero)
             check_before_start(cfg)  # a bad value: refused before torch and Lightning load
+            from trainlab.heap import freeze_imports
             from trainlab.run import main as run  # imported here so that --help stays fast
 
+            freeze_imports()  # full collections skip what the imports made (trainlab.heap)
             return run(cfg)  # it turns its own faults into a message, or a failed job
     except Exception as err:  # the lock is held by another process, .hydra/ is unreadable
         return refused(err, cfg)

@@ -273,9 +273,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     forking = can_fork()
     if forking:  # import torch, Lightning and the rest once here, then fork each job
         import trainlab.run  # noqa: F401
+        from trainlab.heap import freeze_imports
         from trainlab.search.warm_up import warm_up
 
         warm_up(launcher.config)
+        freeze_imports()  # the forked jobs' collections skip it, and copy fewer pages
     log.info("jobs are %s", "forks of this process" if forking else "fresh Python processes")
 
     singleton_state = Singleton.get_state()

@@ -68,4 +68,7 @@ def main(payload_path: str, result_path: str, parent: int) -> int:
 
 
 if __name__ == "__main__":
+    from trainlab.heap import pause_collections
+
+    pause_collections()  # until the job's imports are done, as train.py (trainlab.heap)
     sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
