@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, cli_env, train_cmd
 from quick import QUICK
-from trainlab.search.processes import job_environment
+from trainlab.search.job_start import job_environment
 
 
 def test_each_parallel_job_gets_its_share_of_the_cores(monkeypatch):
