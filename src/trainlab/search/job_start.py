@@ -6,6 +6,7 @@ own, with its share of the cores as torch threads."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -34,7 +35,11 @@ def job_environment(n_jobs: int) -> dict[str, str]:
 
 
 def start(job: Job, env: dict[str, str] | None = None) -> None:
-    """A fresh interpreter for the job (`python -m trainlab.search.worker`)."""
+    """A fresh interpreter for the job (`python -m trainlab.search.worker`), given the job's
+    args pickled in a file."""
+    import cloudpickle  # joblib's own dependency
+
+    job.payload.write_bytes(pickle.dumps((list(sys.path), cloudpickle.dumps(job.args))))
     job.process = subprocess.Popen(
         [
             sys.executable,
@@ -96,9 +101,10 @@ def start_forked(job: Job, env: dict[str, str]) -> None:
             import torch
 
             torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-        from trainlab.search.worker import main
+        from trainlab.search.worker import run, stop_when_orphaned
 
-        code = main(str(job.payload), str(job.result), parent)
+        stop_when_orphaned(parent)
+        code = run(job.args, job.result)
     except BaseException:  # nothing may return into the sweep's own loop
         import traceback
 

@@ -33,7 +33,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -55,7 +54,7 @@ from trainlab.search.stopping import SIGNALS, SweepStopped, note_stop
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05  # how often the sweep looks for finished jobs (a waitpid each)
+POLL_S = 0.01  # how often the sweep looks for finished jobs (a waitpid each)
 
 
 @dataclass
@@ -64,7 +63,8 @@ class Job:
 
     idx: int
     overrides: Sequence[str]
-    payload: Path
+    args: tuple  # what Hydra's execute_job takes (trainlab.search.worker)
+    payload: Path  # the args pickled, for a job in a fresh Python
     result: Path
     process: subprocess.Popen | None = None
     signals_sent: list[int] = field(default_factory=list)
@@ -177,8 +177,6 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     for idx, overrides in enumerate(job_overrides):
         log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
 
-    import cloudpickle  # joblib's own dependency
-
     forking = can_fork()
     if forking:  # import torch, Lightning and the rest once here, then fork each job
         import trainlab.run  # noqa: F401
@@ -203,14 +201,16 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 launcher.task_function,
                 singleton_state,
             )
-            payload = Path(tmp) / f"{idx}.payload"
-            payload.write_bytes(pickle.dumps((list(sys.path), cloudpickle.dumps(args))))
-            jobs.append(Job(idx, overrides, payload, Path(tmp) / f"{idx}.result"))
+            files = Path(tmp) / f"{idx}.payload", Path(tmp) / f"{idx}.result"
+            jobs.append(Job(idx, overrides, args, *files))
         waiting, running = list(enumerate(jobs)), []
         while waiting or running:
+            for entry in [e for e in running if e[1].process.poll() is not None]:
+                running.remove(entry)
+                returns[entry[0]] = collect(launcher, entry[1])
             while waiting and len(running) < n_jobs and stop.signum is None:
-                running.append(waiting.pop(0))
-                if forking:
+                running.append(waiting.pop(0))  # at once when one ended: no poll's wait
+                if forking:  # the child has the args in its memory: nothing to pickle
                     start_forked(running[-1][1], env)
                 else:
                     start(running[-1][1], env)
@@ -218,9 +218,6 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 for _, job in running:
                     forward(job, signum)
             stop.pending.clear()
-            for entry in [e for e in running if e[1].process.poll() is not None]:
-                running.remove(entry)
-                returns[entry[0]] = collect(launcher, entry[1])
             if stop.signum is not None and not running:
                 break
             time.sleep(POLL_S)
