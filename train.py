@@ -49,7 +49,7 @@ def main(cfg) -> float:
             from trainlab.run import main as run  # imported here so that --help stays fast
 
             freeze_imports()  # full collections skip what the imports made (trainlab.heap)
-            return run(cfg)  # it turns its own faults into a message, or a failed job
+            return run(cfg, checked=True)  # its faults: a message, or a failed job
     except Exception as err:  # the lock is held by another process, .hydra/ is unreadable
         return refused(err, cfg)
 

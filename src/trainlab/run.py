@@ -226,8 +226,9 @@ def plan_summary(plan) -> dict[str, Any]:
     return {f"plan/{k}": v for k, v in plan.as_dict().items() if not isinstance(v, dict)}
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig, checked: bool = False) -> float:
     """Run the pipeline and write `metrics.json`; returns the objective for sweepers.
+    `checked`: check_config already passed on this very cfg (train.py's check_before_start).
 
     `metrics.json` says `running` (with the plan) once training starts, and at the end
     `completed`, `diverged` (the loss became NaN/inf: an outcome, returned as the worst
@@ -272,7 +273,8 @@ def train(cfg: DictConfig) -> float:
     try:
         with stop.installed():
             overrides, groups = overrides_and_groups()
-            check_config(cfg, overrides, groups)
+            if not checked:
+                check_config(cfg, overrides, groups)
             check_sized_from_data(cfg, group_choices(), overrides)
             pruning = trial_pruning(cfg.optimized_metric, cfg.max_epochs, cfg.cv.folds)
             if pruning is not None:
@@ -343,8 +345,8 @@ def log_through_hydra() -> None:
     quiet_framework()
 
 
-def main(cfg: DictConfig) -> float:
-    """Hydra's task function.
+def main(cfg: DictConfig, checked: bool = False) -> float:
+    """Hydra's task function (`checked`: as train's).
 
     In a sweep a failing job must not end the sweep: it is recorded `failed` and gives the
     sweeper the worst objective. In a single run any fault is a one-paragraph message (exit
@@ -353,7 +355,7 @@ def main(cfg: DictConfig) -> float:
     log_through_hydra()
     try:
         with distributed_job():  # DDP inside a sweep: each job's ranks train that job
-            return train(cfg)
+            return train(cfg, checked)
     except Exception as err:
         if in_sweep():
             log.error("job failed, the sweep goes on: %s", describe(err))

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas
 
+from trainlab.report.stats import t_quantile
+
 MIN_BATCH_SIZES = 3  # a line through 2 points has no residual to judge it by
 MIN_LRS = 3  # a peak needs a point on each side
 RESAMPLES = 1000
@@ -145,10 +147,8 @@ def lr_batch_rule(
             f"seeds within each (lr, batch_size) cell, numpy Generator seed {SEED})"
         )
     else:
-        from scipy import stats
-
         spread = None
-        half = float(stats.t.ppf((1 + LEVEL) / 2, len(sizes) - 2)) * se
+        half = t_quantile((1 + LEVEL) / 2, len(sizes) - 2) * se
         low, high = alpha - half, alpha + half
         interval = (
             f"one repeat per cell, nothing to resample: {LEVEL:.0%} Student-t interval from "
