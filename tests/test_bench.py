@@ -73,3 +73,30 @@ def test_the_stock_lightning_peer_trains_the_same_model_as_far(tmp_path):
     # the same split, network and initial weights; only the batch order differs
     assert abs(peer["test_acc"] - reference["test_acc"]) <= 0.03
     assert peer["fit_s"] > 0
+
+
+def test_the_sweep_numbers_recover_a_known_per_job_cost_and_start_up():
+    """bench_sweep's arithmetic on made-up sweeps whose costs are known: 4 s paid once,
+    0.1 s per job beyond its fit, and a joblib sweep on 2 cores."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_sweep
+
+    fits = [0.9, 0.6] * 6
+    ends, clock = [], 3.0
+    for fit in fits:
+        clock += fit + 0.1
+        ends.append(clock)
+    many = {"wall_s": 4.0 + sum(fits) + 12 * 0.1, "fit_s": fits, "ended_s": ends}
+    few = {"wall_s": 4.0 + sum(fits[:4]) + 4 * 0.1, "fit_s": fits[:4], "ended_s": ends[:4]}
+    joblib = {"wall_s": 4.0 + (sum(fits) + 12 * 0.1) / 2 * 1.1}
+    m = bench_sweep.measure(many, few, joblib, cores=2)
+    assert m["per_job_s"] == pytest.approx(0.1) and m["steady_s"] == pytest.approx(0.1)
+    assert m["per_job_pct"] == pytest.approx(100 * 0.1 / 0.75)
+    assert m["once_s"] == pytest.approx(4.0)
+    assert m["all_in_s"] == pytest.approx((4.0 + 1.2) / 12)
+    rest = sum(fits) + 1.2
+    assert m["bound"] == pytest.approx((4.0 + rest) / (4.0 + rest / 2))
+    assert m["jobs_phase_speedup"] == pytest.approx(2 / 1.1)
+    assert m["speedup"] < m["bound"]
+    lines = bench_sweep.report(m, cores=2)
+    assert "PASS (<= 25)" in lines[0] and "FAIL (>= 1.7)" in lines[2]
