@@ -53,3 +53,25 @@ def test_the_collector_is_paused_until_the_imports_are_frozen():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("launcher", "back_on"),
+    [
+        ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", True),
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", False),
+        ("hydra_plugins.trainlab_launchers.joblib_launcher.ProcessPerJobLauncher", False),
+    ],
+)
+def test_a_sweep_whose_jobs_run_elsewhere_collects_again_at_once(launcher, back_on):
+    script = textwrap.dedent(
+        f"""
+        import gc
+        from trainlab.heap import pause_collections, unpause_for_launcher
+        pause_collections()
+        unpause_for_launcher({launcher!r})
+        print(gc.isenabled())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.strip() == str(back_on), result.stderr

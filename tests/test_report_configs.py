@@ -410,3 +410,11 @@ def test_the_t_statistics_match_scipy_stats_over_a_battery():
         low, high = stats.t.interval(0.95, na - 1, loc=np.mean(a), scale=stats.sem(a))
         got = interval(a)
         assert (got.low, got.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_a_diverged_runs_huge_value_gives_no_interval_and_no_p_rather_than_an_error():
+    from trainlab.report.stats import differ_p, interval
+
+    assert math.isnan(differ_p([1e200, 1.0, 3.0], [1.0, 2.0, 3.0]))
+    assert interval([1e200, 1.0, 2.0]).high == math.inf
+    assert math.isnan(differ_p([1e-170, 2e-170], [3e-170, 5e-170]))  # variances underflow

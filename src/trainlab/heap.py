@@ -35,3 +35,15 @@ def freeze_imports() -> None:
         gc.freeze()
         gc.enable()
         _paused = False
+
+
+# launchers that call freeze_imports themselves: Hydra's runs the jobs in this process (train.py
+# freezes in the first), trainlab's joblib launcher freezes before it starts its jobs
+FREEZING_LAUNCHERS = ("BasicLauncher", "ProcessPerJobLauncher")
+
+
+def unpause_for_launcher(launcher_target: str) -> None:
+    """A sweep whose jobs run somewhere else (SLURM through submitit, ...) never imports what
+    a job does: its collections come back on at once, for the sweeper's own long life."""
+    if launcher_target.rpartition(".")[2] not in FREEZING_LAUNCHERS:
+        freeze_imports()

@@ -24,6 +24,9 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         from hydra.core.plugins import Plugins
 
+        from trainlab.heap import unpause_for_launcher
+
+        unpause_for_launcher(str(config.hydra.launcher._target_))
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(

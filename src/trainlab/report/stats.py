@@ -48,7 +48,8 @@ def two_sided_p(t: float, df: float) -> float:
 
 def mean_and_variance(xs: Sequence[float]) -> tuple[float, float]:
     mean = math.fsum(xs) / len(xs)
-    return mean, math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return mean, math.fsum((x - mean) * (x - mean) for x in xs) / (len(xs) - 1)  # inf, not
+    # OverflowError, for a diverged run's huge value
 
 
 def interval(values: Sequence[float], level: float = LEVEL) -> Interval:
@@ -60,7 +61,7 @@ def interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     mean = math.fsum(xs) / n
     if n == 1:
         return Interval(1, mean, math.nan, math.nan, math.nan, level)
-    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    std = math.sqrt(mean_and_variance(xs)[1])
     half = t_quantile((1 + level) / 2, n - 1) * std / math.sqrt(n)
     return Interval(n, mean, std, mean - half, mean + half, level)
 
@@ -85,5 +86,8 @@ def differ_p(a: Sequence[float], b: Sequence[float], paired: bool = False) -> fl
         return two_sided_p(mean / math.sqrt(variance / len(diffs)), len(diffs) - 1)
     (mean_a, var_a), (mean_b, var_b) = mean_and_variance(a), mean_and_variance(b)
     share_a, share_b = var_a / len(a), var_b / len(b)  # scipy.stats.ttest_ind(equal_var=False)
-    df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
+    spread_of_shares = share_a * share_a / (len(a) - 1) + share_b * share_b / (len(b) - 1)
+    if share_a + share_b == 0 or spread_of_shares == 0:  # variances that underflowed
+        return math.nan
+    df = (share_a + share_b) * (share_a + share_b) / spread_of_shares
     return two_sided_p((mean_a - mean_b) / math.sqrt(share_a + share_b), df)

@@ -34,12 +34,17 @@ def job_environment(n_jobs: int) -> dict[str, str]:
     return env
 
 
-def start(job: Job, env: dict[str, str] | None = None) -> None:
-    """A fresh interpreter for the job (`python -m trainlab.search.worker`), given the job's
-    args pickled in a file."""
+def write_payload(job: Job) -> None:
+    """The job's args pickled in a file, for a fresh Python (before any job starts, so that a
+    job whose args cannot be pickled fails the sweep before the others run)."""
     import cloudpickle  # joblib's own dependency
 
     job.payload.write_bytes(pickle.dumps((list(sys.path), cloudpickle.dumps(job.args))))
+
+
+def start(job: Job, env: dict[str, str] | None = None) -> None:
+    """A fresh interpreter for the job (`python -m trainlab.search.worker`), reading its
+    args from its payload (write_payload)."""
     job.process = subprocess.Popen(
         [
             sys.executable,

@@ -45,9 +45,16 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from omegaconf import OmegaConf, open_dict
 
+from trainlab.heap import freeze_imports
 from trainlab.record import worst_objective
 from trainlab.search.config_cache import job_context
-from trainlab.search.job_start import can_fork, job_environment, start, start_forked
+from trainlab.search.job_start import (
+    can_fork,
+    job_environment,
+    start,
+    start_forked,
+    write_payload,
+)
 from trainlab.search.joblib_settings import parallel_jobs
 from trainlab.search.records import death_cause, mark_dead, read_record
 from trainlab.search.stopping import SIGNALS, SweepStopped, note_stop
@@ -180,11 +187,10 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     forking = can_fork()
     if forking:  # import torch, Lightning and the rest once here, then fork each job
         import trainlab.run  # noqa: F401
-        from trainlab.heap import freeze_imports
         from trainlab.search.warm_up import warm_up
 
         warm_up(launcher.config)
-        freeze_imports()  # the forked jobs' collections skip it, and copy fewer pages
+    freeze_imports()  # forked jobs' collections skip what the imports made, copy fewer pages
     log.info("jobs are %s", "forks of this process" if forking else "fresh Python processes")
 
     singleton_state = Singleton.get_state()
@@ -203,6 +209,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             )
             files = Path(tmp) / f"{idx}.payload", Path(tmp) / f"{idx}.result"
             jobs.append(Job(idx, overrides, args, *files))
+            if not forking:  # a fork has the args in its memory: nothing to pickle
+                write_payload(jobs[-1])
         waiting, running = list(enumerate(jobs)), []
         while waiting or running:
             for entry in [e for e in running if e[1].process.poll() is not None]:
@@ -210,7 +218,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 returns[entry[0]] = collect(launcher, entry[1])
             while waiting and len(running) < n_jobs and stop.signum is None:
                 running.append(waiting.pop(0))  # at once when one ended: no poll's wait
-                if forking:  # the child has the args in its memory: nothing to pickle
+                if forking:
                     start_forked(running[-1][1], env)
                 else:
                     start(running[-1][1], env)
