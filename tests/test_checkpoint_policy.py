@@ -114,6 +114,29 @@ def test_last_is_saved_when_a_time_interval_has_passed(tmp_path, monkeypatch):
     assert saves_of(tmp_path, last, [Tick()]) == [5, 10, 15, 20, 24]
 
 
+def test_the_shipped_config_saves_last_by_time_alone_whatever_the_step_speed(
+    tmp_path, monkeypatch, compose_in
+):
+    """Shipped: once 60 s have passed, not every N steps, so a save costs at most its own
+    time a minute whether a step takes 1 ms or 10 s (and a kill -9 loses at most 60 s)."""
+    from hydra.utils import instantiate
+
+    cfg = compose_in(baseline=False)
+    clock = {"now": 0.0, "step_s": 0.0}
+    monkeypatch.setattr(checkpointing.time, "monotonic", lambda: clock["now"])
+
+    class Tick(Callback):
+        def on_train_batch_end(self, *args) -> None:
+            clock["now"] += clock["step_s"]
+
+    # 30 epochs of 8 steps: 240 steps of 1 ms, 0.1 s or 10 s
+    for step_s, expected in ((0.001, [240]), (0.1, [240]), (10.0, list(range(6, 241, 6)))):
+        clock.update(now=0.0, step_s=step_s)
+        run_dir = tmp_path / f"step_{step_s}"
+        last = instantiate(cfg.callbacks.checkpoint_last, dirpath=str(run_dir))
+        assert saves_of(run_dir, last, [Tick()], epochs=30) == expected, step_s
+
+
 def test_last_is_never_saved_between_the_micro_batches_of_an_accumulated_step(tmp_path):
     last = LastCheckpoint(dirpath=str(tmp_path), every_n_train_steps=3)
     # 8 batches per epoch, 2 per optimizer step: steps 4, 8, 12 by epoch ends
@@ -220,6 +243,29 @@ def test_the_best_checkpoint_holds_the_best_epoch_and_only_it_remains(tmp_path):
     # in memory by epoch 1's before any save needed it, and only 3 were written
     assert len(named) == 3 and all(named)
     assert sum(writes) == 3
+
+
+@pytest.mark.parametrize("trigger", ["steps", "time"])
+def test_a_best_checkpoint_by_steps_or_time_still_saves_during_the_epoch(tmp_path, trigger):
+    """The best checkpoint skips Lightning's per-step checks only when it saves after
+    validations alone; given steps or a time interval, it saves as Lightning does."""
+    from datetime import timedelta
+
+    every = {"every_n_train_steps": 4} if trigger == "steps" else {}
+    every = every or {"train_time_interval": timedelta(seconds=0)}
+    best = BestModelCheckpoint(
+        dirpath=str(tmp_path), filename="step_{step}", monitor="train/loss", mode="min",
+        save_top_k=-1, auto_insert_metric_name=False, **every,
+    )  # fmt: skip
+    steps = []
+    original = best._save_checkpoint
+    best._save_checkpoint = lambda trainer, path: (
+        steps.append(trainer.global_step),
+        original(trainer, path),
+    )
+    fit(tmp_path, [best], epochs=1)
+    expected = [4, 8] if trigger == "steps" else list(range(1, 9))
+    assert steps[: len(expected)] == expected
 
 
 def test_a_checkpoint_too_large_to_hold_is_written_at_once(tmp_path):

@@ -92,16 +92,18 @@ class LastCheckpoint(CachedStateKey, ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         step = trainer.global_step
-        if step == self._step_before or self._should_skip_saving_checkpoint(trainer):
-            return  # accumulating (no step taken yet), sanity check, or saved at this step
+        if step == self._step_before:
+            return  # accumulating: no optimizer step taken yet
         due = bool(self.every_steps) and step % self.every_steps == 0
         if self.every_s and not due:
             due = time.monotonic() - self._saved_at >= self.every_s
             if trainer.world_size > 1:  # every rank saves at the same step, or none does
                 due = trainer.strategy.broadcast(due)
-        if due and ends_the_epoch(trainer):
+        if not due or self._should_skip_saving_checkpoint(trainer):
+            return  # not yet, sanity check, or saved at this step
+        if ends_the_epoch(trainer):
             self._due_at_epoch_end = True  # after the epoch's validation, which it records
-        elif due:
+        else:
             self.save_now(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -154,6 +156,11 @@ class BestModelCheckpoint(CachedStateKey, ModelCheckpoint):
         self._pending: tuple[dict[str, Any], str] | None = None
         self._stale: list[str] = []
         self._dumping = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, *args, **kwargs) -> None:
+        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+            return  # saved after validations only: Lightning returns too, after ~10 µs of checks
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if not isinstance(trainer.strategy, SingleDeviceStrategy | DDPStrategy):
