@@ -29,6 +29,11 @@ the best-val-epoch weights. A B C A B C ...
   Accuracy, a DataLoader over a TensorDataset, ModelCheckpoint, progress bar, CSV logger):
   template / peer must be < 1.
 
+The same ratio B / C measured two steadier ways (the separate processes' ratio moved
+0.92-1.30x between runs on this shared VM): --loop-rounds rounds of the two interleaved as
+the jobs of one sweep (scripts/bench_callbacks.py), and with --instructions the loop's
+instructions counted under valgrind's callgrind (scripts/bench_instructions.py).
+
 Sweep: scripts/bench_sweep.py (12 jobs in one process, their first 4 alone, the 12 with
 hydra/launcher=joblib, interleaved; its docstring defines each number): what each job costs
 beyond its own fit, what a sweep pays once, and joblib's speed-up with its Amdahl bound.
@@ -55,7 +60,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_sweep  # scripts/bench_sweep.py, beside this file
+import bench_callbacks  # scripts/bench_callbacks.py, beside this file
+import bench_instructions
+import bench_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -208,6 +215,41 @@ def machine() -> str:
 # --- the bench -----------------------------------------------------------------------------
 
 
+def steadier_loop_ratios(args, results: dict) -> list[tuple[str, str, str, str, str]]:
+    """Default against stripped, interleaved as the jobs of one sweep (--loop-rounds) and
+    counted in instructions (--instructions): the table's rows for them."""
+    rows = []
+    if args.loop_rounds > 0:
+        print(f"\nloop, {args.loop_rounds} rounds of default/stripped in one sweep ...")
+        loops = bench_callbacks.measure(["default", "stripped"], args.loop_rounds)
+        by_median, by_fastest = bench_callbacks.ratios(loops)
+        results["loop_sweep"] = {**loops, "ratio": by_median, "fastest_ratio": by_fastest}
+        print(f"default/stripped {by_median:.2f}x by medians, {by_fastest:.2f}x by fastest runs")
+        rows.append((
+            f"… the same, {args.loop_rounds} rounds interleaved in one sweep "
+            "(`scripts/bench_callbacks.py`; the fastest runs' ratio after the ;)",
+            f"{statistics.median(loops['stripped']):.2f}",
+            f"{statistics.median(loops['default']):.2f}",
+            f"{by_median:.2f}x; {by_fastest:.2f}x",
+            verdict("loop_vs_stripped", by_median),
+        ))  # fmt: skip
+    if args.instructions:
+        print("\nloop instructions under callgrind, default and stripped side by side ...")
+        counts = bench_instructions.count(bench_instructions.VARIANTS)
+        ratio = counts["default"] / counts["stripped"]
+        results["loop_instructions"] = {**counts, "ratio": ratio}
+        print(f"default/stripped {ratio:.3f}x by instructions")
+        rows.append((
+            "… the same counted in instructions, which the machine's load does not change "
+            "(callgrind: `scripts/bench_instructions.py`), millions",
+            f"{counts['stripped'] / 1e6:.0f}",
+            f"{counts['default'] / 1e6:.0f}",
+            f"{ratio:.3f}x",
+            verdict("loop_vs_stripped", ratio),
+        ))  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description="Template vs plain PyTorch, side by side (see the docstring)."
@@ -220,6 +262,14 @@ def main() -> None:
     parser.add_argument(
         "--vary-seed", action="store_true", help="digits repeat i: seed + i on both sides"
     )
+    parser.add_argument(
+        "--loop-rounds", type=int, default=10,
+        help="rounds of default vs stripped interleaved in one sweep (0: skip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--instructions", action="store_true",
+        help="also count the loop's instructions under callgrind (~7 min; needs valgrind, gcc)",
+    )  # fmt: skip
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--sweep-repeats", type=int, default=2, help="rounds of the sweeps")
     parser.add_argument("--skip-gpt", action="store_true")
@@ -363,6 +413,10 @@ def main() -> None:
                 verdict("acc_diff_pp", acc_diff),
             ),
         ]
+
+        # --- the loop's ratio measured two steadier ways (bench_callbacks, bench_instructions)
+        at = next(i for i, row in enumerate(rows) if row[0].startswith("… the template's own"))
+        rows[at + 1 : at + 1] = steadier_loop_ratios(args, results)
 
         # --- sweeps: 12 jobs in one process, its first 4, the 12 with joblib (bench_sweep.py)
         if not args.skip_sweep:

@@ -100,3 +100,37 @@ def test_the_sweep_numbers_recover_a_known_per_job_cost_and_start_up():
     assert m["speedup"] < m["bound"]
     lines = bench_sweep.report(m, cores=2)
     assert "PASS (<= 25)" in lines[0] and "FAIL (>= 1.7)" in lines[2]
+
+
+def test_the_callback_bench_variants_leave_out_what_they_name(tmp_path, compose_in):
+    """bench_callbacks' variants, composed as its sweep composes them: each leaves out its
+    piece and nothing else, stripped has no callbacks and no logger, and jobs map back to
+    variants in Hydra's grid order (the last override fastest)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_callbacks
+
+    bench_callbacks.write_variants(tmp_path / "conf")
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    built = {
+        name: compose_in(f"+bench_variant={name}", searchpath) for name in bench_callbacks.VARIANTS
+    }
+    shipped = set(built["default"].callbacks)
+    assert {"checkpoint", "throughput", "progress"} <= shipped
+    for piece in bench_callbacks.PIECES:
+        kept = set(built[f"no_{piece}"].callbacks)
+        assert piece in shipped and piece not in kept
+        assert shipped - kept <= {piece, f"{piece}_last"}  # checkpoint.yaml holds two
+        assert set(built[f"no_{piece}"].logger) == set(built["default"].logger) == {"csv"}
+    assert not built["stripped"].get("callbacks") and not built["stripped"].get("logger")
+    assert not built["no_logger"].get("logger")
+    assert set(built["no_logger"].callbacks) == shipped
+
+    sweep = tmp_path / "sweep"
+    variants = ["default", "stripped"]
+    for job in range(6):  # 3 rounds; loop_s = job number
+        (sweep / str(job)).mkdir(parents=True)
+        record = {"status": "completed", "trained": {"loop_s": float(job)}}
+        (sweep / str(job) / "metrics.json").write_text(json.dumps(record))
+    loops = bench_callbacks.loops_of(sweep, variants, rounds=3)
+    assert loops == {"default": [2.0, 4.0], "stripped": [3.0, 5.0]}  # round 0 left out
+    assert bench_callbacks.ratios(loops) == (pytest.approx(3 / 4), pytest.approx(2 / 3))
