@@ -279,6 +279,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1 or args.gpt_repeats < 1:
         parser.error("--repeats and --gpt-repeats must be at least 1")
+    if args.instructions:
+        bench_instructions.check_tools()  # before minutes of other runs
     if args.gpt_steps < 20:
         parser.error("--gpt-steps must be at least 20 (the ThroughputMonitor's window)")
 

@@ -90,15 +90,23 @@ def measure(variants: list[str], repeats: int, workdir: Path | None = None) -> d
 
 
 def loops_of(sweep: Path, variants: list[str], rounds: int) -> dict[str, list[float]]:
-    """Each job's trained.loop_s by variant, in job order (job n is round n // variants,
-    variant n % variants: Hydra's grid varies the last override fastest), round 0 dropped."""
+    """Each job's trained.loop_s by the variant its own overrides name, in job order, the
+    first round (the first len(variants) jobs) dropped."""
     loops: dict[str, list[float]] = {name: [] for name in variants}
     for job in range(len(variants), rounds * len(variants)):
-        record = json.loads((sweep / str(job) / "metrics.json").read_text())
+        record_path = sweep / str(job) / "metrics.json"
+        if not record_path.is_file():
+            sys.exit(f"bench_callbacks: job {job} of the sweep wrote no {record_path}")
+        record = json.loads(record_path.read_text())
         if record.get("status") != "completed":
             sys.exit(f"bench_callbacks: job {job} says {record.get('status')}: {record}")
-        loops[variants[job % len(variants)]].append(record["trained"]["loop_s"])
+        loops[variant_of(sweep / str(job))].append(record["trained"]["loop_s"])
     return loops
+
+
+def variant_of(job_dir: Path) -> str:
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    return next(o.split("=", 1)[1] for o in overrides if o.startswith("+bench_variant="))
 
 
 def ratios(loops: dict[str, list[float]]) -> tuple[float, float]:
@@ -137,6 +145,8 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(VARIANTS), help="variants, comma-separated")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give at least 1")
     variants = args.only.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not {"default", "stripped"} <= set(variants):

@@ -61,10 +61,14 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
-def build_marker(workdir: Path) -> Path:
+def check_tools() -> None:
     for tool in ("valgrind", "gcc"):
         if shutil.which(tool) is None:
             sys.exit(f"bench_instructions: needs {tool} (Debian: apt-get install {tool})")
+
+
+def build_marker(workdir: Path) -> Path:
+    check_tools()
     source, library = workdir / "marker.c", workdir / "libloopmarker.so"
     source.write_text(MARKER_C)
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", library, source], check=True)
@@ -83,7 +87,7 @@ def loop_instructions(workdir: Path, library: Path, name: str, overrides: list[s
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         sys.exit(f"bench_instructions: the {name} run failed (exit {done.returncode}):\n{tail}")
-    dumps = [p for p in workdir.glob(f"callgrind.{name}*") if p.name != out.name]
+    dumps = list(workdir.glob(f"callgrind.{name}.*"))  # .1: the dump at on_train_end
     totals = [int(t) for p in dumps for t in re.findall(r"^totals: (\d+)", p.read_text(), re.M)]
     if len(totals) != 1:
         sys.exit(f"bench_instructions: expected one dump of the {name} loop, found {totals}")

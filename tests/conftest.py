@@ -40,7 +40,9 @@ def group_options(group: str) -> list[str]:
 # the tests were written for these values, so every run the helpers build (compose_run,
 # compose_in, train_cmd, run_cli) gets them unless the test gives that key itself. An override
 # is only added where conf/ on disk differs from it (`drifted`): in this repository, whose
-# defaults are the baseline, the command lines are exactly what the tests wrote. Not pinned:
+# defaults are the baseline but for checkpoint_every_n_steps (the tests were written with
+# 200; conf/ ships 0, last.ckpt by time alone), the command lines are what the tests wrote
+# plus that pin. Not pinned:
 # - a key that a selected `@package _global_` option sets (experiment=, debug=,
 #   hparams_search=, ...), including its `override /group:` and its sweeper's params: a
 #   command-line override would beat the experiment's choice;

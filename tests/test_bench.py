@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import ROOT, cli_env
 from test_cli import completed_run
@@ -125,12 +126,21 @@ def test_the_callback_bench_variants_leave_out_what_they_name(tmp_path, compose_
     assert not built["no_logger"].get("logger")
     assert set(built["no_logger"].callbacks) == shipped
 
-    sweep = tmp_path / "sweep"
+    # the sweep's jobs, in the order Hydra's sweeper makes them from bench_callbacks' command
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     variants = ["default", "stripped"]
-    for job in range(6):  # 3 rounds; loop_s = job number
-        (sweep / str(job)).mkdir(parents=True)
-        record = {"status": "completed", "trained": {"loop_s": float(job)}}
-        (sweep / str(job) / "metrics.json").write_text(json.dumps(record))
+    parsed = OverridesParser.create().parse_overrides(
+        ["seed=42,42,42", f"+bench_variant={','.join(variants)}"]
+    )
+    (jobs,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    sweep = tmp_path / "sweep"
+    for number, overrides in enumerate(jobs):  # 3 rounds; loop_s = job number
+        (sweep / str(number) / ".hydra").mkdir(parents=True)
+        (sweep / str(number) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        record = {"status": "completed", "trained": {"loop_s": float(number)}}
+        (sweep / str(number) / "metrics.json").write_text(json.dumps(record))
     loops = bench_callbacks.loops_of(sweep, variants, rounds=3)
     assert loops == {"default": [2.0, 4.0], "stripped": [3.0, 5.0]}  # round 0 left out
     assert bench_callbacks.ratios(loops) == (pytest.approx(3 / 4), pytest.approx(2 / 3))

@@ -129,8 +129,8 @@ def test_the_shipped_config_saves_last_by_time_alone_whatever_the_step_speed(
         def on_train_batch_end(self, *args) -> None:
             clock["now"] += clock["step_s"]
 
-    # 30 epochs of 8 steps: 240 steps of 1 ms, 0.1 s or 10 s
-    for step_s, expected in ((0.001, [240]), (0.1, [240]), (10.0, list(range(6, 241, 6)))):
+    # 30 epochs of 8 steps: 240 steps of 1 ms, 0.5 s (120 s in all) or 10 s
+    for step_s, expected in ((0.001, [240]), (0.5, [120, 240]), (10.0, list(range(6, 241, 6)))):
         clock.update(now=0.0, step_s=step_s)
         run_dir = tmp_path / f"step_{step_s}"
         last = instantiate(cfg.callbacks.checkpoint_last, dirpath=str(run_dir))

@@ -69,8 +69,12 @@ def comparable(rows: list) -> list:
 
 def test_it_logs_the_rows_lightnings_monitor_logs():
     ours, summary = logged(ThroughputSummary)
-    stock, _ = logged(ThroughputMonitor)
+    stock, monitor = logged(ThroughputMonitor)
     assert comparable(ours) == comparable(stock)
+    for stage, counted in monitor._throughputs.items():  # the windows behind every rate
+        mine = summary._throughputs[stage]
+        for window in ("_batches", "_samples", "_lengths", "_flops"):
+            assert list(getattr(mine, window)) == list(getattr(counted, window)), (stage, window)
     keys = set().union(*(metrics for _, metrics in ours))
     # samples, lengths (items) and FLOPs counted, windows full: every rate is there
     assert {"train/device/samples_per_sec", "train/device/items_per_sec"} <= keys

@@ -142,8 +142,8 @@ def is_best_so_far(name: str) -> bool:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint a run left to continue from: checkpoints/last.ckpt (saved by steps
-    and by time, at the end of training and on SIGTERM/SIGINT) or Lightning's SLURM
+    """The newest checkpoint a run left to continue from: checkpoints/last.ckpt (saved by time,
+    by steps if asked, at the end of training and on SIGTERM/SIGINT) or Lightning's SLURM
     hpc_ckpt_N.ckpt (saved on SLURM's requeue signal)."""
     candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
     existing = [p for p in candidates if p.is_file()]

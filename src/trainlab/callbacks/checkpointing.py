@@ -15,10 +15,11 @@ epochs, and the best checkpoint at each improvement, was a fifth of the training
 - on SIGINT/SIGTERM (trainlab.callbacks.guards.StopOnSignal), SLURM's requeue signal
   (Lightning's hpc_ckpt).
 
-A kill -9 loses at most min(every_n_train_steps steps, every_s seconds plus one step) of
-training, and the resume from the save before it is exact (the loader and the RNG states
-travel with it). Saves land right after an optimizer step, never between the micro batches
-of an accumulated one, whose gradients a checkpoint does not hold.
+A kill -9 loses at most every_s seconds plus one step of training (or every_n_train_steps
+steps, if that comes first; a trigger at 0 is off), and the resume from the save before it
+is exact (the loader and the RNG states travel with it). Saves land right after an optimizer
+step, never between the micro batches of an accumulated one, whose gradients a checkpoint
+does not hold.
 
 `BestModelCheckpoint`: Lightning's ModelCheckpoint (monitor, top-k), except that on one
 process or DDP over CPU tensors (a small model's case), with save_top_k=1, an improvement is

@@ -66,6 +66,10 @@ class ThroughputSummary(ThroughputMonitor):
         super().__init__(batch_size_fn=batch_size_fn, length_fn=length_fn, **kwargs)
         self._on_cuda: bool | None = None
 
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._on_cuda = None  # the device is read again for each Trainer this runs under
+
     def _update(self, trainer: L.Trainer, pl_module, batch, iter_num: int) -> None:
         """Lightning's update after every batch, less its per-batch `torch.inference_mode`
         context (~30 µs, a third of a 1 ms step's callbacks; the batch size and length
@@ -73,15 +77,16 @@ class ThroughputSummary(ThroughputMonitor):
         stage = trainer.state.stage
         if self._on_cuda is None:
             self._on_cuda = trainer.strategy.root_device.type == "cuda"
+        if self._on_cuda:
+            torch.cuda.synchronize()  # Lightning's: the clock must see the batch finished
+        elapsed = time.perf_counter() - self._t0s[stage]
+        if self._module_has_flops is None:
             self._module_has_flops = hasattr(pl_module, "flops_per_batch")
             if not self._module_has_flops:  # Lightning's warning
                 rank_zero_warn(
                     "When using the `ThroughputMonitor`, you need to define a `flops_per_batch`"
                     f" attribute or property in {type(pl_module).__name__} to compute the FLOPs."
                 )
-        if self._on_cuda:
-            torch.cuda.synchronize()  # Lightning's: the clock must see the batch finished
-        elapsed = time.perf_counter() - self._t0s[stage]
         lengths = None
         if self.length_fn is not None:
             lengths = self._lengths[stage] = self._lengths[stage] + self.length_fn(batch)
