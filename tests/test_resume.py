@@ -94,6 +94,32 @@ def test_sigterm_at_an_epoch_end_resumes_to_exactly_the_same_result(unbroken, tm
 
 
 @pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
+def test_sigterm_at_an_epochs_last_step_stops_after_its_validation_and_resumes(unbroken, tmp_path):
+    """Saved at the last step, before the epoch's validation, the checkpoint would hold an
+    epoch that Lightning resumes past without validating: a resume with one epoch more then
+    trained nothing and found no val/ metric. The stop waits for the epoch's end instead."""
+    run = tmp_path / "run"
+    helpers = {"PYTHONPATH": str(ROOT / "tests")}
+    stopped = run_cli(
+        *EXACT,
+        f"hydra.run.dir={run}",
+        "+callbacks.stop._target_=kill_at_step.SigtermAtBatch",
+        "+callbacks.stop.epoch=1",
+        "+callbacks.stop.batch=18",  # digits at batch 64: 19 batches an epoch
+        env=helpers,
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 2 * 19 and epochs_trained(saved) == 2
+    # one epoch further than it got (the failing case), which is the unbroken run's 3
+    more = run_cli(f"resume={run}", f"max_epochs={epochs_trained(saved) + 1}", env=helpers)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert record_of(run)["trained"]["epochs"] == 3
+    assert record_of(run)["metrics"] == record_of(unbroken)["metrics"]
+    assert weights_hash(run) == weights_hash(unbroken)
+
+
+@pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_sigterm_mid_accumulation_stops_after_the_whole_step_and_resumes_exactly(tmp_path):
     accumulating = [*EXACT, "batch_size=64", "micro_batch_size=32"]  # 2 micro batches a step
     helpers = {"PYTHONPATH": str(ROOT / "tests")}

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from trainlab.callbacks.checkpointing import LastCheckpoint, stops_after_this_epoch
 from trainlab.checks import ConfigError
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,12 @@ class StopOnSignal(Callback):
 
     During the training loop the signal only marks the run; it stops at the end of the next
     batch that completes an optimizer step (never in the middle of gradient accumulation or
-    of a validation, whose state a checkpoint cannot hold), on every rank at the same step.
-    Lightning's own SIGTERM handler would stop after any batch, so the training loop takes
-    SIGTERM back from it. Outside the training loop (data setup, sanity check, test) a signal
-    stops the run at once: there is no training state to save. A second signal stops at once.
+    of a validation, whose state a checkpoint cannot hold), on every rank at the same step;
+    at an epoch's last step, after that epoch's validation, at the epoch's end (in the last
+    epoch the run then finishes). Lightning's own SIGTERM handler would stop after any batch,
+    so the training loop takes SIGTERM back from it. Outside the training loop (data setup,
+    sanity check, test) a signal stops the run at once: there is no training state to save.
+    A second signal stops at once.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -137,6 +140,8 @@ class StopOnSignal(Callback):
         self.saved: Path | None = None
         self._training = False
         self._step_before = 0
+        self._stop_at_epoch_end = False
+        self._stopped_at_epoch_end = False
         self._previous: dict[int, Any] = {}
 
     @contextmanager
@@ -172,6 +177,15 @@ class StopOnSignal(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         self._training = False
+        if self._stopped_at_epoch_end:
+            self._stopped_at_epoch_end = False
+            last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+            if last:  # it saved at the epoch's end, where training stopped
+                self.saved = Path(last[0].dirpath) / "last.ckpt"
+            else:  # callbacks without it: saved here, every rank taking part
+                self.saved = self.checkpoint_dir / "last.ckpt"
+                trainer.save_checkpoint(self.saved)
+            raise Interrupted(self.signum or signal.SIGTERM)
         if self.signum is not None:
             log.warning("the signal came after the last training step: the run finishes")
 
@@ -189,6 +203,27 @@ class StopOnSignal(Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # the epoch's last step: stop after its validation, at the epoch's end. Saved
+            # here, the checkpoint would hold an epoch whose batches are all done but whose
+            # validation never ran, and Lightning resumes past it without validating
+            self._stop_at_epoch_end = True
+            return
+        self._save_and_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self._stop_at_epoch_end:
+            return
+        self._stop_at_epoch_end = False
+        if stops_after_this_epoch(trainer):
+            return  # the last epoch: the run finishes (on_train_end says so)
+        # Lightning ends fit after this epoch: last.ckpt is saved at its end, after the
+        # module's epoch-end hook (its train means logged), as at any stop; then on_train_end
+        # raises Interrupted
+        trainer.should_stop = True
+        self._stopped_at_epoch_end = True
+
+    def _save_and_stop(self, trainer: L.Trainer) -> None:
         path = self.checkpoint_dir / "last.ckpt"
         trainer.save_checkpoint(path)
         self.saved = path
