@@ -74,17 +74,23 @@ def test_run_killed_mid_epoch_resumes_to_exactly_the_same_result(unbroken, tmp_p
     assert record["trained"]["optimizer_steps"] == record_of(unbroken)["trained"]["optimizer_steps"]
 
 
+def sigterm_by(run: Path, callback: str, **where: int):
+    """The EXACT run in `run`, signalled by the tests' kill_at_step.<callback>(**where)."""
+    stop = [f"+callbacks.stop.{key}={value}" for key, value in where.items()]
+    return run_cli(
+        *EXACT,
+        f"hydra.run.dir={run}",
+        f"+callbacks.stop._target_=kill_at_step.{callback}",
+        *stop,
+        env={"PYTHONPATH": str(ROOT / "tests")},
+    )
+
+
 @pytest.mark.slow  # over 10 s: the default suite stays under ~10 minutes
 def test_sigterm_at_an_epoch_end_resumes_to_exactly_the_same_result(unbroken, tmp_path):
     run = tmp_path / "run"
     helpers = {"PYTHONPATH": str(ROOT / "tests")}
-    stopped = run_cli(
-        *EXACT,
-        f"hydra.run.dir={run}",
-        "+callbacks.stop._target_=kill_at_step.SigtermAtEpochEnd",
-        "+callbacks.stop.epoch=1",
-        env=helpers,
-    )
+    stopped = sigterm_by(run, "SigtermAtEpochEnd", epoch=1)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert record_of(run)["status"] == "interrupted"
     resumed = run_cli(f"resume={run}", env=helpers)
@@ -100,14 +106,8 @@ def test_sigterm_at_an_epochs_last_step_stops_after_its_validation_and_resumes(u
     trained nothing and found no val/ metric. The stop waits for the epoch's end instead."""
     run = tmp_path / "run"
     helpers = {"PYTHONPATH": str(ROOT / "tests")}
-    stopped = run_cli(
-        *EXACT,
-        f"hydra.run.dir={run}",
-        "+callbacks.stop._target_=kill_at_step.SigtermAtBatch",
-        "+callbacks.stop.epoch=1",
-        "+callbacks.stop.batch=18",  # digits at batch 64: 19 batches an epoch
-        env=helpers,
-    )
+    # digits at batch 64: 19 batches an epoch, so batch 18 is its last
+    stopped = sigterm_by(run, "SigtermAtBatch", epoch=1, batch=18)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 2 * 19 and epochs_trained(saved) == 2

@@ -180,11 +180,9 @@ class StopOnSignal(Callback):
         if self._stopped_at_epoch_end:
             self._stopped_at_epoch_end = False
             last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
-            if last:  # it saved at the epoch's end, where training stopped
-                self.saved = Path(last[0].dirpath) / "last.ckpt"
-            else:  # callbacks without it: saved here, every rank taking part
-                self.saved = self.checkpoint_dir / "last.ckpt"
-                trainer.save_checkpoint(self.saved)
+            if not last:  # callbacks without it: saved here, every rank taking part
+                self._save_and_stop(trainer)
+            self.saved = Path(last[0].dirpath) / "last.ckpt"  # saved at the epoch's end
             raise Interrupted(self.signum or signal.SIGTERM)
         if self.signum is not None:
             log.warning("the signal came after the last training step: the run finishes")
